@@ -1,0 +1,341 @@
+r"""The LSTM cell: one step of the equations, in `keras.ops` only."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_lstm import _checks
+
+VARIANTS = (
+    "standard",
+    "peephole",
+    "cifg",
+    "layer_norm",
+    "no_input_gate",
+    "no_forget_gate",
+    "no_output_gate",
+    "no_input_activation",
+    "no_output_activation",
+)
+
+GATES = (
+    "input_gate",
+    "forget_gate",
+    "output_gate",
+    "candidate",
+    "cell_state",
+    "hidden_state",
+)
+
+# keras.layers.RNN draws a cell's dropout masks once per batch, before its loop,
+# and clears them after it, only for cells built on this mixin. Keras does not
+# export it, so it is taken from the public LSTMCell that is built on it.
+_DropoutRNNCell = next(
+    base for base in keras.layers.LSTMCell.__mro__ if base.__name__ == "DropoutRNNCell"
+)
+
+_LAYER_NORM_EPSILON = 1e-5
+
+
+@keras.saving.register_keras_serializable(package="keras_lstm")
+class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
+    r"""One step of a long short-term memory network.
+
+        i_t = sigmoid(U_i x_t + W_i h_{t-1} + b_i)     input gate
+        f_t = sigmoid(U_f x_t + W_f h_{t-1} + b_f)     forget gate
+        o_t = sigmoid(U_o x_t + W_o h_{t-1} + b_o)     output gate
+        g_t = tanh(U_g x_t + W_g h_{t-1} + b_g)        candidate state
+        c_t = f_t * c_{t-1} + i_t * g_t                cell state
+        h_t = o_t * tanh(c_t)                          hidden state
+
+    U, W and b are one weight each, with the gates side by side in the order
+    i, f, g, o (Keras's order, so weights move to and from
+    `keras.layers.LSTMCell` unchanged). For gate k in (i, f, g, o) = (0, 1, 2, 3):
+
+        U_k = kernel[:, k*units:(k+1)*units]              (input_dim, units)
+        W_k = recurrent_kernel[:, k*units:(k+1)*units]    (units, units)
+        b_k = bias[k*units:(k+1)*units]                   (units,)
+
+    `sigmoid` is `recurrent_activation` and `tanh` is `activation`.
+
+    Variants (Greff et al. 2015, "LSTM: A Search Space Odyssey", unless noted)
+    change the equations above as follows; weights keep the shapes above, and
+    the slices of a gate a variant removes are unused:
+
+        "standard"               the equations above (keras.layers.LSTM).
+        "peephole"               i_t = sigmoid(U_i x_t + W_i h_{t-1} + p_i * c_{t-1} + b_i)
+                                 f_t = sigmoid(U_f x_t + W_f h_{t-1} + p_f * c_{t-1} + b_f)
+                                 o_t = sigmoid(U_o x_t + W_o h_{t-1} + p_o * c_t + b_o)
+                                 with diagonal weights `peephole` = [p_i | p_f | p_o],
+                                 shape (3*units,) (Gers and Schmidhuber 2000).
+        "cifg"                   f_t = 1 - i_t (coupled input and forget gate).
+        "layer_norm"             each gate k: LN(U_k x_t) + LN(W_k h_{t-1}) + b_k, and
+                                 h_t = o_t * tanh(LN(c_t)); LN(a) = gamma * (a - mean) / std
+                                 + beta over the units, with its own gamma and beta for
+                                 the input projection, the recurrent projection and the
+                                 cell state (Ba, Kiros and Hinton 2016).
+        "no_input_gate"          i_t = 1.
+        "no_forget_gate"         f_t = 1.
+        "no_output_gate"         o_t = 1.
+        "no_input_activation"    g_t = U_g x_t + W_g h_{t-1} + b_g (no tanh).
+        "no_output_activation"   h_t = o_t * c_t (no tanh).
+
+    Args:
+        units: Positive integer, size of the hidden and cell states.
+        activation: Activation of the candidate and of the cell state output
+            (the equations' tanh). Default: `"tanh"`.
+        recurrent_activation: Activation of the three gates (the equations'
+            sigmoid). Default: `"sigmoid"`.
+        use_bias: Whether the gates have the bias b. Default: `True`.
+        kernel_initializer: Initializer for U (`kernel`). Default:
+            `"glorot_uniform"`.
+        recurrent_initializer: Initializer for W (`recurrent_kernel`).
+            Default: `"orthogonal"`.
+        bias_initializer: Initializer for b (`bias`). Default: `"zeros"`.
+        unit_forget_bias: If `True`, b_f starts at 1, so that the cell
+            remembers by default (Jozefowicz et al. 2015). Default: `True`.
+        kernel_regularizer, recurrent_regularizer, bias_regularizer:
+            Regularizers of U, W and b. Default: `None`.
+        kernel_constraint, recurrent_constraint, bias_constraint: Constraints
+            of U, W and b. Default: `None`.
+        dropout: Fraction of the inputs x_t to drop, in [0, 1), with one mask
+            for all steps of a sequence. Default: 0.
+        recurrent_dropout: Fraction of h_{t-1} to drop before W, in [0, 1),
+            with one mask for all steps of a sequence. Default: 0.
+        seed: Random seed for dropout.
+        variant: Which equations to use, one of `VARIANTS` (above).
+            Default: `"standard"`.
+        **kwargs: Base layer arguments (`name`, `dtype`, ...). `implementation`
+            is accepted for compatibility with `keras.layers.LSTMCell` and has no
+            effect: the four gates are always computed in one matmul each for U
+            and W.
+
+    Call arguments:
+        inputs: x_t, shape `(batch, input_dim)`.
+        states: `[h_{t-1}, c_{t-1}]`, each of shape `(batch, units)`.
+        training: Whether dropout applies.
+
+    Returns:
+        `(h_t, [h_t, c_t])`.
+
+    Example:
+
+    >>> rnn = keras.layers.RNN(LSTMCell(4), return_sequences=True)
+    >>> rnn(np.zeros((2, 7, 3))).shape
+    (2, 7, 4)
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        unit_forget_bias=True,
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        variant="standard",
+        **kwargs,
+    ):
+        self.implementation = kwargs.pop("implementation", 2)
+        super().__init__(**kwargs)
+        self.units = _checks.positive_int("units", units)
+        self.activation = _checks.activation("activation", activation)
+        self.recurrent_activation = _checks.activation(
+            "recurrent_activation", recurrent_activation
+        )
+        self.variant = _checks.one_of("variant", variant, VARIANTS)
+        self.dropout = _checks.rate("dropout", dropout)
+        self.recurrent_dropout = _checks.rate("recurrent_dropout", recurrent_dropout)
+        self.use_bias = bool(use_bias)
+        self.unit_forget_bias = bool(unit_forget_bias)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
+        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
+        self.kernel_constraint = keras.constraints.get(kernel_constraint)
+        self.recurrent_constraint = keras.constraints.get(recurrent_constraint)
+        self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed=seed)
+        self.state_size = [self.units, self.units]
+        self.output_size = self.units
+        # Set only while `keras_lstm.gate_activations` runs the layer: the step
+        # then outputs [h | i | f | g | o | c] instead of h.
+        self._pack_gates = False
+
+    def build(self, input_shape):
+        input_dim = input_shape[-1]
+        units = self.units
+        self.kernel = self.add_weight(
+            shape=(input_dim, 4 * units),
+            name="kernel",
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+            constraint=self.kernel_constraint,
+        )
+        self.recurrent_kernel = self.add_weight(
+            shape=(units, 4 * units),
+            name="recurrent_kernel",
+            initializer=self.recurrent_initializer,
+            regularizer=self.recurrent_regularizer,
+            constraint=self.recurrent_constraint,
+        )
+        self.bias = None
+        if self.use_bias:
+            self.bias = self.add_weight(
+                shape=(4 * units,),
+                name="bias",
+                initializer=self._initialize_bias,
+                regularizer=self.bias_regularizer,
+                constraint=self.bias_constraint,
+            )
+        if self.variant == "peephole":
+            self.peephole = self.add_weight(
+                shape=(3 * units,), name="peephole", initializer="zeros"
+            )
+        if self.variant == "layer_norm":
+            for name, size in (("input", 4), ("recurrent", 4), ("cell", 1)):
+                gamma = self.add_weight(
+                    shape=(size * units,), name=f"{name}_norm_gamma", initializer="ones"
+                )
+                beta = self.add_weight(
+                    shape=(size * units,), name=f"{name}_norm_beta", initializer="zeros"
+                )
+                setattr(self, f"{name}_norm_gamma", gamma)
+                setattr(self, f"{name}_norm_beta", beta)
+        self.input_spec = keras.InputSpec(ndim=2, axes={-1: input_dim})
+
+    def _initialize_bias(self, shape, dtype=None):
+        bias = self.bias_initializer(shape, dtype=dtype)
+        if not self.unit_forget_bias:
+            return bias
+        # b_f = 1: the cell keeps its memory until it learns to forget
+        # (Jozefowicz et al. 2015); like Keras, it replaces the initializer's b_f.
+        units = self.units
+        return ops.concatenate(
+            [bias[:units], ops.ones((units,), dtype=dtype), bias[2 * units :]]
+        )
+
+    def set_weights(self, weights):
+        _checks.weights_match(self, weights)
+        super().set_weights(weights)
+
+    def call(self, inputs, states, training=False):
+        h_prev, c_prev = states
+        x = inputs
+        if training and self.dropout > 0:
+            x = x * self.get_dropout_mask(inputs)
+        h_in = h_prev
+        if training and self.recurrent_dropout > 0:
+            h_in = h_prev * self.get_recurrent_dropout_mask(h_prev)
+        u_x = ops.matmul(x, self.kernel)  # (batch, 4*units)
+        w_h = ops.matmul(h_in, self.recurrent_kernel)  # (batch, 4*units)
+        i, f, g, o, c, h = self.step(u_x, w_h, c_prev)
+        if self._pack_gates:
+            return ops.concatenate([h, i, f, g, o, c], axis=-1), [h, c]
+        return h, [h, c]
+
+    def step(self, u_x, w_h, c_prev):
+        """The equations, from the projections `U x_t` and `W h_{t-1}`.
+
+        Args:
+            u_x: `x_t @ kernel`, shape `(batch, 4*units)`, without the bias.
+            w_h: `h_{t-1} @ recurrent_kernel`, shape `(batch, 4*units)`.
+            c_prev: c_{t-1}, shape `(batch, units)`.
+
+        Returns:
+            `(i, f, g, o, c, h)`, each of shape `(batch, units)`; a gate the
+            variant removes is returned as its constant.
+        """
+        variant = self.variant
+        sigmoid, tanh = self.recurrent_activation, self.activation
+        if variant == "layer_norm":
+            u_x = self._layer_norm(u_x, self.input_norm_gamma, self.input_norm_beta, 4)
+            w_h = self._layer_norm(
+                w_h, self.recurrent_norm_gamma, self.recurrent_norm_beta, 4
+            )
+        z = u_x + w_h
+        if self.use_bias:
+            z = z + self.bias
+        z_i, z_f, z_g, z_o = ops.split(z, 4, axis=-1)
+        if variant == "peephole":
+            p_i, p_f, p_o = ops.split(self.peephole, 3)
+            z_i = z_i + p_i * c_prev
+            z_f = z_f + p_f * c_prev
+        one = ops.ones_like(c_prev)
+
+        i = one if variant == "no_input_gate" else sigmoid(z_i)
+        if variant == "cifg":
+            f = one - i
+        elif variant == "no_forget_gate":
+            f = one
+        else:
+            f = sigmoid(z_f)
+        g = z_g if variant == "no_input_activation" else tanh(z_g)
+        c = f * c_prev + i * g
+        if variant == "peephole":
+            z_o = z_o + p_o * c
+        o = one if variant == "no_output_gate" else sigmoid(z_o)
+        if variant == "layer_norm":
+            h = o * tanh(
+                self._layer_norm(c, self.cell_norm_gamma, self.cell_norm_beta, 1)
+            )
+        elif variant == "no_output_activation":
+            h = o * c
+        else:
+            h = o * tanh(c)
+        return i, f, g, o, c, h
+
+    def _layer_norm(self, a, gamma, beta, groups):
+        # (batch, groups*units) -> normalised per gate over its units.
+        a = ops.reshape(a, (-1, groups, self.units))
+        mean = ops.mean(a, axis=-1, keepdims=True)
+        var = ops.var(a, axis=-1, keepdims=True)
+        a = (a - mean) * ops.rsqrt(var + _LAYER_NORM_EPSILON)
+        return ops.reshape(a, (-1, groups * self.units)) * gamma + beta
+
+    def get_initial_state(self, batch_size=None):
+        return [
+            ops.zeros((batch_size, size), dtype=self.compute_dtype)
+            for size in self.state_size
+        ]
+
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        config = {
+            "units": self.units,
+            "activation": keras.activations.serialize(self.activation),
+            "recurrent_activation": keras.activations.serialize(
+                self.recurrent_activation
+            ),
+            "use_bias": self.use_bias,
+            "unit_forget_bias": self.unit_forget_bias,
+            "kernel_initializer": serialize(self.kernel_initializer),
+            "recurrent_initializer": serialize(self.recurrent_initializer),
+            "bias_initializer": serialize(self.bias_initializer),
+            "kernel_regularizer": serialize(self.kernel_regularizer),
+            "recurrent_regularizer": serialize(self.recurrent_regularizer),
+            "bias_regularizer": serialize(self.bias_regularizer),
+            "kernel_constraint": serialize(self.kernel_constraint),
+            "recurrent_constraint": serialize(self.recurrent_constraint),
+            "bias_constraint": serialize(self.bias_constraint),
+            "dropout": self.dropout,
+            "recurrent_dropout": self.recurrent_dropout,
+            "seed": self.seed,
+            "variant": self.variant,
+        }
+        return {**super().get_config(), **config}

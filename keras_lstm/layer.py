@@ -1,0 +1,221 @@
+"""The LSTM layer: the cell's equations run over a sequence."""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+from keras_lstm import _checks
+from keras_lstm.cell import LSTMCell
+
+
+@keras.saving.register_keras_serializable(package="keras_lstm")
+class LSTM(keras.layers.RNN):
+    """Long short-term memory layer; a drop-in replacement for `keras.layers.LSTM`.
+
+    Runs `keras_lstm.LSTMCell` (see its docstring for the equations and the
+    variants) over the time axis. Arguments, defaults, weights, outputs, masking,
+    states and serialization are those of `keras.layers.LSTM`, so changing
+    `from keras.layers import LSTM` to `from keras_lstm import LSTM` changes
+    nothing but the class. `keras_lstm.gate_activations` shows what every gate
+    did at every step.
+
+    Args:
+        units: Positive integer, size of the hidden and cell states.
+        activation, recurrent_activation, use_bias, kernel_initializer,
+        recurrent_initializer, bias_initializer, unit_forget_bias,
+        kernel_regularizer, recurrent_regularizer, bias_regularizer,
+        kernel_constraint, recurrent_constraint, bias_constraint, dropout,
+        recurrent_dropout, seed, variant: As in `keras_lstm.LSTMCell`.
+        activity_regularizer: Regularizer of the layer's output.
+        return_sequences: Whether to return h_t for every step, `(batch, time,
+            units)`, instead of the last one, `(batch, units)`. Default: `False`.
+        return_state: Whether to also return the final `h` and `c`.
+            Default: `False`.
+        go_backwards: Whether to read the sequence from its end; the returned
+            sequence is then in reading order (reversed). Default: `False`.
+        stateful: Whether the final states of a batch are the initial states of
+            the next one. Default: `False`.
+        unroll: Whether to unroll the loop (short sequences only). Default:
+            `False`.
+        use_cudnn: Accepted for compatibility with `keras.layers.LSTM`
+            (`"auto"`, `True` or `False`); this layer never calls cuDNN.
+        **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...).
+
+    Call arguments:
+        sequences: Inputs of shape `(batch, time, features)`.
+        initial_state: Optional `[h_0, c_0]`, each `(batch, units)`.
+        mask: Optional boolean `(batch, time)`; `False` steps are skipped: the
+            states carry over and the output repeats the previous one.
+        training: Whether dropout applies.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((50, 2)), LSTM(64), keras.layers.Dense(1)])
+    >>> model(np.zeros((8, 50, 2))).shape
+    (8, 1)
+    """
+
+    def __init__(
+        self,
+        units,
+        activation="tanh",
+        recurrent_activation="sigmoid",
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        recurrent_initializer="orthogonal",
+        bias_initializer="zeros",
+        unit_forget_bias=True,
+        kernel_regularizer=None,
+        recurrent_regularizer=None,
+        bias_regularizer=None,
+        activity_regularizer=None,
+        kernel_constraint=None,
+        recurrent_constraint=None,
+        bias_constraint=None,
+        dropout=0.0,
+        recurrent_dropout=0.0,
+        seed=None,
+        return_sequences=False,
+        return_state=False,
+        go_backwards=False,
+        stateful=False,
+        unroll=False,
+        use_cudnn="auto",
+        variant="standard",
+        **kwargs,
+    ):
+        cell = LSTMCell(
+            units,
+            activation=activation,
+            recurrent_activation=recurrent_activation,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            unit_forget_bias=unit_forget_bias,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint,
+            recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint,
+            dropout=dropout,
+            recurrent_dropout=recurrent_dropout,
+            seed=seed,
+            variant=variant,
+            dtype=kwargs.get("dtype"),
+            trainable=kwargs.get("trainable", True),
+            name="lstm_cell",
+            implementation=kwargs.pop("implementation", 2),
+        )
+        super().__init__(
+            cell,
+            return_sequences=return_sequences,
+            return_state=return_state,
+            go_backwards=go_backwards,
+            stateful=stateful,
+            unroll=unroll,
+            activity_regularizer=activity_regularizer,
+            **kwargs,
+        )
+        self.input_spec = keras.InputSpec(ndim=3)
+        self.use_cudnn = _checks.one_of("use_cudnn", use_cudnn, ("auto", True, False))
+        # Set by `keras_lstm.gate_activations` for one eager call; `None` the rest
+        # of the time, so that training never traces the gate outputs.
+        self._gate_record = None
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        super().build(sequences_shape, initial_state_shape)
+        self.input_spec = keras.InputSpec(ndim=3, axes={-1: sequences_shape[-1]})
+
+    def set_weights(self, weights):
+        _checks.weights_match(self, weights)
+        super().set_weights(weights)
+
+    def call(self, sequences, initial_state=None, mask=None, training=False):
+        return super().call(
+            sequences, mask=mask, training=training, initial_state=initial_state
+        )
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0]
+        if self._gate_record is not None:
+            return self._recording_loop(sequences, initial_state, mask, training)
+        return super().inner_loop(sequences, initial_state, mask, training=training)
+
+    def _recording_loop(self, sequences, initial_state, mask, training):
+        """The cell loop, with every gate of every step kept in `_gate_record`."""
+        units = self.cell.units
+        return_sequences = self.return_sequences
+        self.cell._pack_gates = True
+        self.return_sequences = True
+        try:
+            last, packed, states = super().inner_loop(
+                sequences, initial_state, mask, training=training
+            )
+        finally:
+            self.cell._pack_gates = False
+            self.return_sequences = return_sequences
+        # packed: (batch, time, 6*units) = [h | i | f | g | o | c], in reading order.
+        record = packed if not self.go_backwards else ops.flip(packed, axis=1)
+        parts = ops.split(record, 6, axis=-1)
+        names = ("hidden_state", "input_gate", "forget_gate", "candidate")
+        names += ("output_gate", "cell_state")
+        gates = {name: ops.convert_to_numpy(part) for name, part in zip(names, parts)}
+        if mask is None:
+            steps = ops.shape(sequences)[:2]
+            gates["mask"] = ops.convert_to_numpy(ops.ones(steps, dtype="bool"))
+        else:
+            gates["mask"] = ops.convert_to_numpy(ops.cast(mask, "bool"))
+        self._gate_record.append(gates)
+        return last[..., :units], packed[..., :units], states
+
+    @property
+    def units(self):
+        return self.cell.units
+
+    @property
+    def variant(self):
+        return self.cell.variant
+
+    @property
+    def activation(self):
+        return self.cell.activation
+
+    @property
+    def recurrent_activation(self):
+        return self.cell.recurrent_activation
+
+    @property
+    def use_bias(self):
+        return self.cell.use_bias
+
+    @property
+    def unit_forget_bias(self):
+        return self.cell.unit_forget_bias
+
+    @property
+    def dropout(self):
+        return self.cell.dropout
+
+    @property
+    def recurrent_dropout(self):
+        return self.cell.recurrent_dropout
+
+    def get_config(self):
+        config = self.cell.get_config()
+        for key in ("name", "trainable", "dtype"):
+            config.pop(key, None)
+        config["activity_regularizer"] = keras.saving.serialize_keras_object(
+            self.activity_regularizer
+        )
+        config["use_cudnn"] = self.use_cudnn
+        base_config = super().get_config()
+        del base_config["cell"]
+        return {**base_config, **config}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
