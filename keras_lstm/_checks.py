@@ -55,7 +55,7 @@ def weights_match(layer, weights):
             f"{len(variables)} arrays for layer '{layer.name}' "
             f"({', '.join(v.path for v in variables)}), got {len(weights)}"
         )
-    for variable, value in zip(variables, weights):
+    for variable, value in zip(variables, weights, strict=True):
         shape = tuple(np.shape(value))
         if shape != tuple(variable.shape):
             raise ValueError(

@@ -63,23 +63,23 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
     change the equations above as follows; weights keep the shapes above, and
     the slices of a gate a variant removes are unused:
 
-        "standard"               the equations above (keras.layers.LSTM).
-        "peephole"               i_t = sigmoid(U_i x_t + W_i h_{t-1} + p_i * c_{t-1} + b_i)
-                                 f_t = sigmoid(U_f x_t + W_f h_{t-1} + p_f * c_{t-1} + b_f)
-                                 o_t = sigmoid(U_o x_t + W_o h_{t-1} + p_o * c_t + b_o)
-                                 with diagonal weights `peephole` = [p_i | p_f | p_o],
-                                 shape (3*units,) (Gers and Schmidhuber 2000).
-        "cifg"                   f_t = 1 - i_t (coupled input and forget gate).
-        "layer_norm"             each gate k: LN(U_k x_t) + LN(W_k h_{t-1}) + b_k, and
-                                 h_t = o_t * tanh(LN(c_t)); LN(a) = gamma * (a - mean) / std
-                                 + beta over the units, with its own gamma and beta for
-                                 the input projection, the recurrent projection and the
-                                 cell state (Ba, Kiros and Hinton 2016).
-        "no_input_gate"          i_t = 1.
-        "no_forget_gate"         f_t = 1.
-        "no_output_gate"         o_t = 1.
-        "no_input_activation"    g_t = U_g x_t + W_g h_{t-1} + b_g (no tanh).
-        "no_output_activation"   h_t = o_t * c_t (no tanh).
+        "standard"          the equations above (keras.layers.LSTM).
+        "peephole"          i_t = sigmoid(U_i x_t + W_i h_{t-1} + p_i * c_{t-1} + b_i)
+                            f_t = sigmoid(U_f x_t + W_f h_{t-1} + p_f * c_{t-1} + b_f)
+                            o_t = sigmoid(U_o x_t + W_o h_{t-1} + p_o * c_t + b_o)
+                            with diagonal weights `peephole` = [p_i | p_f | p_o],
+                            shape (3*units,) (Gers and Schmidhuber 2000).
+        "cifg"              f_t = 1 - i_t (coupled input and forget gate).
+        "layer_norm"        each gate k: LN(U_k x_t) + LN(W_k h_{t-1}) + b_k, and
+                            h_t = o_t * tanh(LN(c_t)); LN(a) = gamma * (a - mean) / std
+                            + beta over the units, with its own gamma and beta for
+                            the input projection, the recurrent projection and the
+                            cell state (Ba, Kiros and Hinton 2016).
+        "no_input_gate"     i_t = 1.
+        "no_forget_gate"    f_t = 1.
+        "no_output_gate"    o_t = 1.
+        "no_input_activation" g_t = U_g x_t + W_g h_{t-1} + b_g (no tanh).
+        "no_output_activation" h_t = o_t * c_t (no tanh).
 
     Args:
         units: Positive integer, size of the hidden and cell states.

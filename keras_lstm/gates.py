@@ -80,7 +80,7 @@ def gate_activations(
         for layer in layers.values():
             layer._gate_record = None
         for key, values in saved_states.items():
-            for variable, value in zip(layers[key].states, values):
+            for variable, value in zip(layers[key].states, values, strict=True):
                 variable.assign(value)
     # A layer called more than once in the model (shared weights) reports its
     # first call.

@@ -51,7 +51,9 @@ class LSTM(keras.layers.RNN):
 
     Example:
 
-    >>> model = keras.Sequential([keras.Input((50, 2)), LSTM(64), keras.layers.Dense(1)])
+    >>> model = keras.Sequential(
+    ...     [keras.Input((50, 2)), LSTM(64), keras.layers.Dense(1)]
+    ... )
     >>> model(np.zeros((8, 50, 2))).shape
     (8, 1)
     """
@@ -163,7 +165,10 @@ class LSTM(keras.layers.RNN):
         parts = ops.split(record, 6, axis=-1)
         names = ("hidden_state", "input_gate", "forget_gate", "candidate")
         names += ("output_gate", "cell_state")
-        gates = {name: ops.convert_to_numpy(part) for name, part in zip(names, parts)}
+        gates = {
+            name: ops.convert_to_numpy(part)
+            for name, part in zip(names, parts, strict=True)
+        }
         if mask is None:
             steps = ops.shape(sequences)[:2]
             gates["mask"] = ops.convert_to_numpy(ops.ones(steps, dtype="bool"))
