@@ -85,3 +85,34 @@ def gate_activations(
     # A layer called more than once in the model (shared weights) reports its
     # first call.
     return {key: record[0] for key, record in records.items() if record}
+
+
+# Karpathy, Johnson and Fei-Fei 2015: a gate is saturated below 0.1 or above 0.9.
+LEFT_SATURATED = 0.1
+RIGHT_SATURATED = 0.9
+SIGMOID_GATES = ("input_gate", "forget_gate", "output_gate")
+
+
+def unmasked_values(gates: dict[str, np.ndarray], gate: str) -> np.ndarray:
+    """The gate's values at the steps the mask keeps, shape `(steps, units)`."""
+    return gates[gate][gates["mask"]]
+
+
+def saturation(
+    gates: dict[str, np.ndarray], gate: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit, the fractions of kept steps left- and right-saturated.
+
+    Returns:
+        `(left, right)`, each of shape `(units,)`: the fraction of kept steps
+        (all sequences of the batch) at which the unit is below 0.1, resp. above
+        0.9. Forget gates right-saturated most of the time are the units that
+        remember for long (Karpathy, Johnson and Fei-Fei 2015).
+    """
+    values = unmasked_values(gates, gate)
+    if len(values) == 0:
+        units = gates[gate].shape[-1]
+        return np.zeros(units), np.zeros(units)
+    left = np.mean(values < LEFT_SATURATED, axis=0)
+    right = np.mean(values > RIGHT_SATURATED, axis=0)
+    return left, right

@@ -1,0 +1,194 @@
+"""A Keras callback that puts every gate of every keras_lstm layer in TensorBoard."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import keras
+import numpy as np
+
+from keras_lstm.cell import GATES
+from keras_lstm.gates import (
+    SIGMOID_GATES,
+    gate_activations,
+    saturation,
+    unmasked_values,
+)
+
+DESCRIPTIONS = {
+    "input_gate": "i_t: how much of the candidate enters the cell (0 closed, 1 open)",
+    "forget_gate": "f_t: how much of c_{t-1} is kept (1 remembers, 0 forgets)",
+    "output_gate": "o_t: how much of tanh(c_t) reaches h_t",
+    "candidate": "g_t: the new information proposed for the cell, in (-1, 1)",
+    "cell_state": "c_t: the cell's memory",
+    "hidden_state": "h_t: the layer's output",
+}
+
+
+class GateTensorBoard(keras.callbacks.Callback):
+    """Writes what every gate did on a fixed probe batch, every `freq` epochs.
+
+    For each keras_lstm layer of the model (keys as in
+    `keras_lstm.gate_activations`) and each gate (`input_gate`, `forget_gate`,
+    `output_gate`, `candidate`, `cell_state`, `hidden_state`), under the tag
+    prefix `<layer>/<gate>/` of the TensorBoard run `log_dir`:
+
+    - `activations`: histogram of the values at unmasked steps;
+    - `mean`, and for the three gates `left_saturated` and `right_saturated`:
+      scalars, the fractions of values below 0.1 and above 0.9;
+    - `heatmap`: image, units by time, of the first probe sequence, with its
+      inputs (`step_labels`) along the time axis;
+    - `saturation`: image (gates only), each unit's fraction of time left-
+      against right-saturated (Karpathy, Johnson and Fei-Fei 2015).
+
+    TensorBoard's tag filter `forget_gate` then shows every forget gate.
+
+    Args:
+        log_dir: Directory of the TensorBoard run to write, e.g.
+            `logs/my_run/gates`.
+        inputs: The probe batch, as the model is called, e.g. `x_val[:32]`.
+        mask: Optional boolean `(batch, time)` mask for the probe batch.
+        freq: Write every `freq` epochs (and after the last epoch). Positive.
+        step_labels: Optional labels of the first probe sequence's time steps
+            (e.g. its characters), marked along the heatmaps' time axis.
+        images: Whether to draw the images (needs matplotlib).
+    """
+
+    def __init__(
+        self,
+        log_dir: str,
+        inputs,
+        mask=None,
+        freq: int = 1,
+        step_labels: Sequence[str] | None = None,
+        images: bool = True,
+    ):
+        super().__init__()
+        if not isinstance(freq, int) or isinstance(freq, bool) or freq <= 0:
+            raise ValueError(
+                "Received an invalid value for argument `freq`: expected a positive "
+                f"integer, got {freq!r}"
+            )
+        self.log_dir = os.fspath(log_dir)
+        self.inputs = inputs
+        self.mask = mask
+        self.freq = freq
+        self.step_labels = None if step_labels is None else list(step_labels)
+        self.images = images
+        self._writer = None
+        self._pool = None
+        self._pending = []
+        self._last_written = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._epoch = epoch + 1
+        if self._epoch % self.freq == 0:
+            self.write(self._epoch)
+
+    def on_train_end(self, logs=None):
+        if getattr(self, "_epoch", None) is not None:
+            self.write(self._epoch)
+        self.close()
+
+    def write(self, step: int) -> None:
+        """Runs the probe batch and writes every gate summary at `step`.
+
+        Histograms and scalars are written at once; images are drawn on a
+        background thread so that training goes on meanwhile.
+        """
+        import tensorflow as tf
+
+        if self._last_written == step:
+            return
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+            self._pool = ThreadPoolExecutor(max_workers=1)
+        gates = gate_activations(self.model, self.inputs, mask=self.mask)
+        with self._writer.as_default(step=step):
+            for layer, values in gates.items():
+                write_gate_statistics(layer, values)
+        if self.images:
+            self._pending.append(self._pool.submit(self._write_images, gates, step))
+        self._last_written = step
+
+    def _write_images(self, gates, step):
+        with self._writer.as_default(step=step):
+            for layer, values in gates.items():
+                write_gate_images(layer, values, self.step_labels)
+        self._writer.flush()
+
+    def close(self) -> None:
+        """Waits for pending images, then closes the writer."""
+        if self._writer is None:
+            return
+        self._pool.shutdown(wait=True)
+        pending, self._pending = self._pending, []
+        self._writer.close()
+        self._writer = None
+        for future in pending:
+            future.result()  # Raises here what failed on the thread.
+
+
+def write_gate_statistics(layer: str, gates: dict[str, np.ndarray]) -> None:
+    """Writes one layer's gate histograms and scalars to the default writer."""
+    import tensorflow as tf
+
+    for gate in GATES:
+        tag = f"{layer}/{gate}"
+        values = unmasked_values(gates, gate)
+        about = DESCRIPTIONS[gate]
+        tf.summary.histogram(
+            f"{tag}/activations", values, description=f"{about}; unmasked steps"
+        )
+        mean = float(np.mean(values)) if values.size else 0.0
+        tf.summary.scalar(f"{tag}/mean", mean, description=f"Mean of {about}")
+        if gate in SIGMOID_GATES:
+            left, right = saturation(gates, gate)
+            tf.summary.scalar(
+                f"{tag}/left_saturated",
+                float(np.mean(left)),
+                description=f"Fraction of {gate} values below 0.1 (closed)",
+            )
+            tf.summary.scalar(
+                f"{tag}/right_saturated",
+                float(np.mean(right)),
+                description=f"Fraction of {gate} values above 0.9 (open)",
+            )
+
+
+def write_gate_images(
+    layer: str, gates: dict[str, np.ndarray], step_labels: Sequence[str] | None = None
+) -> None:
+    """Writes one layer's gate heatmaps and saturation plots to the default writer."""
+    import tensorflow as tf
+
+    from keras_lstm import plots
+
+    for gate in GATES:
+        tag = f"{layer}/{gate}"
+        png = plots.heatmap_png(
+            gates[gate][0], gates["mask"][0], gate, layer, step_labels
+        )
+        tf.summary.image(
+            f"{tag}/heatmap",
+            _decode(png),
+            description=f"{DESCRIPTIONS[gate]}: units by time, first probe sequence",
+        )
+        if gate in SIGMOID_GATES:
+            png = plots.saturation_png(*saturation(gates, gate), gate, layer)
+            tf.summary.image(
+                f"{tag}/saturation",
+                _decode(png),
+                description=(
+                    f"Per unit: fraction of steps {gate} is left-saturated (<0.1) "
+                    "against right-saturated (>0.9)"
+                ),
+            )
+
+
+def _decode(png: bytes):
+    import tensorflow as tf
+
+    return tf.expand_dims(tf.io.decode_png(png, channels=4), 0)
