@@ -1,0 +1,146 @@
+"""The training configuration: one dataclass, its command line, its checks."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+
+from keras_lstm.cell import VARIANTS
+from keras_lstm.tasks import TASKS
+
+
+def _field(default, help, **kwargs):
+    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a run depends on; saved as config.json so it can be repeated."""
+
+    task: str = _field("adding", f"task to learn: {', '.join(TASKS)}")
+    data: str | None = _field(
+        None,
+        "data file: UTF-8 text for 'text' (default: Python's pydoc prose), "
+        ".npz with arrays x (samples, time, features) and y for 'npz'",
+    )
+    seq_len: int = _field(50, "time steps per sequence (copy: the blank gap)")
+    units: int = _field(64, "units per LSTM layer")
+    layers: int = _field(1, "stacked LSTM layers")
+    bidirectional: bool = _field(False, "wrap each LSTM layer in Bidirectional")
+    variant: str = _field(
+        "standard",
+        "LSTM variant, or a comma-separated list for one run per variant "
+        f"(same data and seed): {', '.join(VARIANTS)}",
+    )
+    dropout: float = _field(0.0, "dropout of the LSTM inputs, in [0, 1)")
+    recurrent_dropout: float = _field(0.0, "dropout of h_{t-1}, in [0, 1)")
+    epochs: int = _field(8, "epochs to train")
+    batch_size: int = _field(64, "sequences per training step")
+    lr: float = _field(3e-3, "Adam learning rate")
+    clipnorm: float = _field(1.0, "clip each gradient to this norm; 0 disables")
+    seed: int = _field(0, "seed of the data, the weights and dropout")
+    num_train: int = _field(8000, "training sequences (text, npz: at most)")
+    num_val: int = _field(1000, "validation sequences (text, npz: at most)")
+    logdir: str = _field("logs", "directory that holds one folder per run")
+    run_name: str | None = _field(
+        None, "name of the run folder (default: time and main settings)"
+    )
+    resume: bool = _field(
+        False,
+        "continue the run (--run-name, else the latest run of this command) "
+        "from its last finished epoch",
+    )
+    gate_freq: int = _field(1, "log gates to TensorBoard every this many epochs")
+    probe_size: int = _field(32, "validation sequences whose gates are logged")
+
+    @property
+    def variants(self) -> list[str]:
+        return [v.strip() for v in self.variant.split(",")]
+
+
+def _invalid(option, expected, value):
+    return ValueError(
+        f"Received an invalid value for argument `--{option.replace('_', '-')}`: "
+        f"expected {expected}, got {value!r}"
+    )
+
+
+def validate(config: TrainConfig) -> None:
+    """Raises a one-line ValueError for the first unusable setting.
+
+    Checks only what is known without reading data (the task does that).
+    """
+    if config.task not in TASKS:
+        raise _invalid("task", f"one of {', '.join(TASKS)}", config.task)
+    for variant in config.variants:
+        if variant not in VARIANTS:
+            raise _invalid("variant", f"names from {', '.join(VARIANTS)}", variant)
+    if len(set(config.variants)) != len(config.variants):
+        raise _invalid("variant", "each variant at most once", config.variant)
+    for name in ("seq_len", "units", "layers", "epochs", "batch_size"):
+        if getattr(config, name) <= 0:
+            raise _invalid(name, "a positive integer", getattr(config, name))
+    for name in ("num_train", "num_val", "gate_freq", "probe_size"):
+        if getattr(config, name) <= 0:
+            raise _invalid(name, "a positive integer", getattr(config, name))
+    if config.seed < 0:
+        raise _invalid("seed", "a non-negative integer", config.seed)
+    if not config.lr > 0 or config.lr == float("inf"):
+        raise _invalid("lr", "a positive number", config.lr)
+    if not config.clipnorm >= 0 or config.clipnorm == float("inf"):
+        raise _invalid("clipnorm", "a non-negative number", config.clipnorm)
+    for name in ("dropout", "recurrent_dropout"):
+        if not 0 <= getattr(config, name) < 1:
+            raise _invalid(name, "a number in [0, 1)", getattr(config, name))
+    if config.run_name is not None and (
+        not config.run_name
+        or config.run_name in (".", "..")
+        or os.sep in config.run_name
+        or (os.altsep and os.altsep in config.run_name)
+    ):
+        raise _invalid(
+            "run_name", "a folder name without path separators", config.run_name
+        )
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Reports a bad command line in one line on stderr, exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line of `train.py`, generated from `TrainConfig`."""
+    parser = _OneLineParser(
+        prog="train.py",
+        description=(
+            "Train a keras_lstm model on a sequence task and log every gate to "
+            "TensorBoard."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        help = field.metadata["help"]
+        if field.type in ("bool", bool):
+            parser.add_argument(flag, action="store_true", help=help)
+            continue
+        kind = {"int": int, "float": float}.get(str(field.type), str)
+        parser.add_argument(
+            flag,
+            type=kind,
+            default=field.default,
+            help=help,
+            metavar=field.name.upper(),
+        )
+    return parser
+
+
+def from_args(argv=None) -> TrainConfig:
+    """Parses `argv` into a checked `TrainConfig` (exits 2 on bad syntax)."""
+    args = parser().parse_args(argv)
+    config = TrainConfig(**vars(args))
+    validate(config)
+    return config
