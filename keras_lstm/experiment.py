@@ -7,6 +7,7 @@ import datetime
 import json
 import math
 import os
+import shutil
 import time
 
 import keras
@@ -261,8 +262,10 @@ def run(config: TrainConfig, task: Task, variant: str, run_dir: str, argv) -> di
             "run stopped before any epoch finished"
         )
     metrics = final_metrics(config, task, variant, state)
-    _write_json(metrics, metrics_path)
     write_final_metrics(run_dir, metrics, step=state["epoch"])
+    _write_json(metrics, metrics_path)
+    # Finished: best.keras is what is kept; the resume point is no longer needed.
+    shutil.rmtree(os.path.join(run_dir, CHECKPOINT), ignore_errors=True)
     return metrics
 
 
