@@ -1,0 +1,310 @@
+"""Training and prediction speed: keras_lstm against keras.layers.LSTM (and PyTorch).
+
+Model: LSTM(128) -> Dense(1), Adam, MSE, `model.compile(optimizer="adam", loss="mse")`
+with default arguments, batch 64, 32 features. Throughput is steps per second of
+`model.fit` / `model.predict` after warm-up, timed from the end of the first batch to
+the end of the last with a callback. The two Keras layers are measured alternately in
+one process, so both see the same machine load; the table shows medians over repeats.
+
+Peak memory is the peak RSS (`resource.getrusage().ru_maxrss`) of a fresh process that
+builds the model and trains a few steps, minus its RSS just before the first step.
+
+    python benchmarks/bench.py            # full run
+    python benchmarks/bench.py --quick    # seq length 100 only, fewer repeats
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# Run from a checkout without installing the package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+BATCH, FEATURES, UNITS = 64, 32, 128
+
+
+def machine_description():
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                line.split(":", 1)[1].strip() for line in f if "model name" in line
+            )
+    except (OSError, StopIteration):
+        pass
+    import tensorflow as tf
+
+    versions = f"python {platform.python_version()}, tensorflow {tf.__version__}"
+    versions += f", keras {keras.__version__}, numpy {np.__version__}"
+    try:
+        import torch
+
+        versions += f", torch {torch.__version__}"
+    except ImportError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores; {versions}"
+
+
+def _temporary_layer():
+    """A minimal layer around `keras_lstm._fast_tf.lstm_sequence` (last output only)."""
+    from keras_lstm._fast_tf import lstm_sequence
+
+    class FastLSTM(keras.layers.Layer):
+        def __init__(self, units, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+
+        def build(self, input_shape):
+            u = self.units
+            self.kernel = self.add_weight((input_shape[-1], 4 * u), "glorot_uniform")
+            self.recurrent_kernel = self.add_weight((u, 4 * u), "orthogonal")
+            # Forget-gate bias 1, as keras.layers.LSTM (unit_forget_bias=True).
+            init = np.concatenate([np.zeros(u), np.ones(u), np.zeros(2 * u)])
+            self.bias = self.add_weight((4 * u,), keras.initializers.Constant(init))
+
+        def call(self, x):
+            zeros = keras.ops.zeros((keras.ops.shape(x)[0], self.units), x.dtype)
+            last, _, _ = lstm_sequence(
+                x,
+                zeros,
+                zeros,
+                self.kernel,
+                self.recurrent_kernel,
+                self.bias,
+                return_sequences=False,
+            )
+            return last
+
+    return FastLSTM
+
+
+def ours(which="auto"):
+    """`keras_lstm.LSTM` if it exists and runs, else the temporary wrapper."""
+    if which == "function":
+        return _temporary_layer(), "lstm_sequence"
+    try:
+        from keras_lstm import LSTM
+
+        model = build_model(LSTM, 5)
+        model.predict(np.zeros((2, 5, FEATURES), "float32"), verbose=0)
+        return LSTM, "keras_lstm.LSTM"
+    except Exception as error:
+        print(f"note: keras_lstm.LSTM not usable ({type(error).__name__}: {error});")
+        print(
+            "      measuring a temporary layer around keras_lstm._fast_tf.lstm_sequence"
+        )
+        return _temporary_layer(), "lstm_sequence"
+
+
+def build_model(layer_class, seq_len):
+    model = keras.Sequential(
+        [keras.Input((seq_len, FEATURES)), layer_class(UNITS), keras.layers.Dense(1)]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+class _BatchClock(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.ends = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.ends.append(time.perf_counter())
+
+    on_predict_batch_end = on_train_batch_end
+
+    def rate(self):
+        return (len(self.ends) - 1) / (self.ends[-1] - self.ends[0])
+
+
+def data(seq_len, steps, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(steps * BATCH, seq_len, FEATURES)).astype("float32")
+    return x, rng.normal(size=(steps * BATCH, 1)).astype("float32")
+
+
+def train_rate(model, x, y):
+    clock = _BatchClock()
+    model.fit(
+        x, y, batch_size=BATCH, epochs=1, verbose=0, shuffle=False, callbacks=[clock]
+    )
+    return clock.rate()
+
+
+def predict_rate(model, x):
+    clock = _BatchClock()
+    model.predict(x, batch_size=BATCH, verbose=0, callbacks=[clock])
+    return clock.rate()
+
+
+def steps_for(seq_len, quick):
+    return max(4, (10 if quick else 20) * 100 // seq_len)
+
+
+def measure_keras(layers, seq_len, repeats, quick, predict):
+    """{name: {"train": [...], "predict": [...]}}, measured alternately."""
+    x, y = data(seq_len, steps_for(seq_len, quick))
+    models = {name: build_model(cls, seq_len) for name, cls in layers.items()}
+    for model in models.values():  # warm-up: tracing, XLA compilation
+        train_rate(model, x[: 3 * BATCH], y[: 3 * BATCH])
+        if predict:
+            predict_rate(model, x[: 3 * BATCH])
+    rates = {name: {"train": [], "predict": []} for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            rates[name]["train"].append(train_rate(model, x, y))
+            if predict:
+                rates[name]["predict"].append(predict_rate(model, x))
+    return rates
+
+
+def child_memory(which, seq_len):
+    """Runs in a fresh process: peak RSS growth over a few training steps, in MiB."""
+    layer = keras.layers.LSTM if which == "keras" else ours(which)[0]
+    model = build_model(layer, seq_len)
+    x, y = data(seq_len, 3)
+    before = _rss_mib()
+    model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"peak_mib": peak - before}
+
+
+def _rss_mib():
+    with open("/proc/self/status") as f:
+        line = next(line for line in f if line.startswith("VmRSS"))
+    return int(line.split()[1]) / 1024
+
+
+def child_torch(seq_lens, repeats, quick):
+    """Runs in a fresh process: PyTorch nn.LSTM, same model, default threads."""
+    import torch
+
+    class Model(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lstm = torch.nn.LSTM(FEATURES, UNITS, batch_first=True)
+            self.dense = torch.nn.Linear(UNITS, 1)
+
+        def forward(self, x):
+            return self.dense(self.lstm(x)[0][:, -1])
+
+    def rates_for(seq_len):
+        model = Model()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        x, y = (torch.from_numpy(a) for a in data(seq_len, 1))
+        steps = steps_for(seq_len, quick)
+
+        def train():
+            optimizer.zero_grad()
+            torch.nn.functional.mse_loss(model(x), y).backward()
+            optimizer.step()
+
+        def predict():
+            with torch.no_grad():
+                model(x)
+
+        rates = {"train": [], "predict": []}
+        for name, step in (("train", train), ("predict", predict)):
+            step()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                for _ in range(steps):
+                    step()
+                rates[name].append(steps / (time.perf_counter() - start))
+        return rates
+
+    return {seq_len: rates_for(seq_len) for seq_len in seq_lens}
+
+
+def _in_child(*args):
+    out = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="seq length 100, 3 repeats"
+    )
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=[100, 300, 1000])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--layer",
+        choices=["auto", "function"],
+        default="auto",
+        help="function: measure lstm_sequence in a minimal layer, not keras_lstm.LSTM",
+    )
+    parser.add_argument("--no-memory", action="store_true", help="skip peak RSS")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.seq_lens, args.repeats = [100], 3
+    if args.child:
+        if args.child[0] == "torch":
+            print(json.dumps(child_torch(args.seq_lens, args.repeats, args.quick)))
+        else:
+            print(json.dumps(child_memory(args.child[0], int(args.child[1]))))
+        return
+
+    print(machine_description())
+    layer, our_name = ours(args.layer)
+    layers = {"keras": keras.layers.LSTM, "ours": layer}
+    print(
+        f"batch {BATCH}, {FEATURES} features, {UNITS} units; medians of "
+        f"{args.repeats} repeats; ours = {our_name}\n"
+    )
+
+    torch_rates = {}
+    try:
+        import torch  # noqa: F401
+
+        child_args = ["--child", "torch", "--repeats", str(args.repeats), "--seq-lens"]
+        child_args += [str(t) for t in args.seq_lens] + (
+            ["--quick"] if args.quick else []
+        )
+        torch_rates = {int(k): v for k, v in _in_child(*child_args).items()}
+    except ImportError:
+        print("torch not importable: PyTorch column skipped")
+
+    header = f"{'seq':>5} {'what':>8} {'keras/s':>8} {'ours/s':>8} {'ours/keras':>10}"
+    header += f" {'torch/s':>8} {'ours/torch':>10}"
+    print(header)
+    memory = []
+    for seq_len in args.seq_lens:
+        rates = measure_keras(layers, seq_len, args.repeats, args.quick, seq_len == 100)
+        for what in ("train", "predict"):
+            if not rates["ours"][what]:
+                continue
+            k = statistics.median(rates["keras"][what])
+            o = statistics.median(rates["ours"][what])
+            row = f"{seq_len:>5} {what:>8} {k:>8.2f} {o:>8.2f} {o / k:>9.2f}x"
+            if seq_len in torch_rates:
+                t = statistics.median(torch_rates[seq_len][what])
+                row += f" {t:>8.2f} {o / t:>9.2f}x"
+            print(row, flush=True)
+        if not args.no_memory:
+            which = ["keras", args.layer]
+            mib = [_in_child("--child", w, str(seq_len))["peak_mib"] for w in which]
+            memory.append(f"{seq_len:>5} {mib[0]:>11.0f} {mib[1]:>11.0f}")
+    if memory:
+        print("\npeak RSS growth while training 3 steps (MiB, fresh process each)")
+        print(f"{'seq':>5} {'keras':>11} {'ours':>11}")
+        print("\n".join(memory))
+
+
+if __name__ == "__main__":
+    main()
