@@ -1,8 +1,16 @@
 """keras_lstm: an LSTM for Keras 3 that shows its work."""
 
+from keras_lstm.callbacks import GateTensorBoard
 from keras_lstm.cell import GATES, VARIANTS, LSTMCell
 from keras_lstm.gates import gate_activations
 from keras_lstm.layer import LSTM
 
-__all__ = ["GATES", "LSTM", "LSTMCell", "VARIANTS", "gate_activations"]
+__all__ = [
+    "GATES",
+    "LSTM",
+    "GateTensorBoard",
+    "LSTMCell",
+    "VARIANTS",
+    "gate_activations",
+]
 __version__ = "0.1.0"
