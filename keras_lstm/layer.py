@@ -6,7 +6,7 @@ import keras
 from keras import ops
 
 from keras_lstm import _checks
-from keras_lstm.cell import LSTMCell
+from keras_lstm.cell import GATES, LSTMCell
 
 
 @keras.saving.register_keras_serializable(package="keras_lstm")
@@ -163,12 +163,10 @@ class LSTM(keras.layers.RNN):
         # packed: (batch, time, 6*units) = [h | i | f | g | o | c], in reading order.
         record = packed if not self.go_backwards else ops.flip(packed, axis=1)
         parts = ops.split(record, 6, axis=-1)
-        names = ("hidden_state", "input_gate", "forget_gate", "candidate")
-        names += ("output_gate", "cell_state")
-        gates = {
-            name: ops.convert_to_numpy(part)
-            for name, part in zip(names, parts, strict=True)
-        }
+        packed_names = ("hidden_state", "input_gate", "forget_gate", "candidate")
+        packed_names += ("output_gate", "cell_state")
+        parts = dict(zip(packed_names, parts, strict=True))
+        gates = {name: ops.convert_to_numpy(parts[name]) for name in GATES}
         if mask is None:
             steps = ops.shape(sequences)[:2]
             gates["mask"] = ops.convert_to_numpy(ops.ones(steps, dtype="bool"))
