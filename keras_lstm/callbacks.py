@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 
 import keras
 import numpy as np
@@ -53,7 +52,7 @@ class GateTensorBoard(keras.callbacks.Callback):
         freq: Write every `freq` epochs (and after the last epoch). Positive.
         step_labels: Optional labels of the first probe sequence's time steps
             (e.g. its characters), marked along the heatmaps' time axis.
-        images: Whether to draw the images (needs matplotlib).
+        images: Whether to draw the images.
     """
 
     def __init__(
@@ -78,8 +77,6 @@ class GateTensorBoard(keras.callbacks.Callback):
         self.step_labels = None if step_labels is None else list(step_labels)
         self.images = images
         self._writer = None
-        self._pool = None
-        self._pending = []
         self._last_written = None
 
     def on_epoch_end(self, epoch, logs=None):
@@ -93,42 +90,26 @@ class GateTensorBoard(keras.callbacks.Callback):
         self.close()
 
     def write(self, step: int) -> None:
-        """Runs the probe batch and writes every gate summary at `step`.
-
-        Histograms and scalars are written at once; images are drawn on a
-        background thread so that training goes on meanwhile.
-        """
+        """Runs the probe batch and writes every gate summary at `step`."""
         import tensorflow as tf
 
         if self._last_written == step:
             return
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
-            self._pool = ThreadPoolExecutor(max_workers=1)
         gates = gate_activations(self.model, self.inputs, mask=self.mask)
         with self._writer.as_default(step=step):
             for layer, values in gates.items():
                 write_gate_statistics(layer, values)
-        if self.images:
-            self._pending.append(self._pool.submit(self._write_images, gates, step))
+                if self.images:
+                    write_gate_images(layer, values, self.step_labels)
+        self._writer.flush()
         self._last_written = step
 
-    def _write_images(self, gates, step):
-        with self._writer.as_default(step=step):
-            for layer, values in gates.items():
-                write_gate_images(layer, values, self.step_labels)
-        self._writer.flush()
-
     def close(self) -> None:
-        """Waits for pending images, then closes the writer."""
-        if self._writer is None:
-            return
-        self._pool.shutdown(wait=True)
-        pending, self._pending = self._pending, []
-        self._writer.close()
-        self._writer = None
-        for future in pending:
-            future.result()  # Raises here what failed on the thread.
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 def write_gate_statistics(layer: str, gates: dict[str, np.ndarray]) -> None:

@@ -1,4 +1,8 @@
-"""Pictures of gates, as PNG bytes (matplotlib, without a display)."""
+"""Pictures of gates as PNG bytes, drawn with NumPy and Pillow.
+
+They are drawn directly, not through a plotting library, because they are drawn
+during training: a picture here takes milliseconds.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,43 @@ import io
 from collections.abc import Sequence
 
 import numpy as np
-from matplotlib.figure import Figure
+from PIL import Image, ImageDraw, ImageFont
 
-# Colour scales that keep a gate's meaning: gates in [0, 1], the rest around 0.
+# Colour scales that keep a gate's meaning: gates in [0, 1] on a sequential scale
+# (anchors of matplotlib's viridis), the rest on a diverging one around 0.
+_SEQUENTIAL = np.array(
+    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]
+)
+_DIVERGING = np.array(
+    [[5, 48, 97], [67, 147, 195], [247, 247, 247], [214, 96, 77], [103, 0, 31]]
+)
 _RANGES = {
-    "input_gate": (0.0, 1.0, "viridis"),
-    "forget_gate": (0.0, 1.0, "viridis"),
-    "output_gate": (0.0, 1.0, "viridis"),
-    "candidate": (-1.0, 1.0, "RdBu_r"),
-    "hidden_state": (-1.0, 1.0, "RdBu_r"),
+    "input_gate": (0.0, 1.0, _SEQUENTIAL),
+    "forget_gate": (0.0, 1.0, _SEQUENTIAL),
+    "output_gate": (0.0, 1.0, _SEQUENTIAL),
+    "candidate": (-1.0, 1.0, _DIVERGING),
+    "hidden_state": (-1.0, 1.0, _DIVERGING),
 }
+_BACKGROUND = (255, 255, 255)
+_INK = (40, 40, 40)
+_MASKED = (150, 150, 150)
 
 
-def _png(figure: Figure) -> bytes:
+def _font(size: int):
+    return ImageFont.load_default(size=size)
+
+
+def _colours(values: np.ndarray, low: float, high: float, anchors) -> np.ndarray:
+    """Maps values to RGB by linear interpolation between the anchors."""
+    x = np.clip((values - low) / (high - low), 0.0, 1.0) * (len(anchors) - 1)
+    k = np.minimum(x.astype(int), len(anchors) - 2)
+    w = (x - k)[..., None]
+    return ((1 - w) * anchors[k] + w * anchors[k + 1]).astype(np.uint8)
+
+
+def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
+    image.save(buffer, format="PNG")
     return buffer.getvalue()
 
 
@@ -35,52 +61,148 @@ def heatmap_png(
 
     Args:
         values: `(time, units)` values of one sequence.
-        mask: `(time,)` booleans; masked steps are hatched.
+        mask: `(time,)` booleans; masked steps are drawn grey.
         gate: The gate's name, which sets the colour scale.
         title: Shown above the picture (e.g. the layer's name).
-        step_labels: Optional `(time,)` labels of the inputs; non-empty ones are
-            marked on the time axis.
+        step_labels: Optional `(time,)` labels of the inputs, written above their
+            columns; the columns of non-empty labels are marked.
+
+    Returns:
+        A PNG image: the title, the input labels, the heatmap (a row per unit,
+        a column per step), the step numbers and the colour scale.
     """
     time, units = values.shape
     if gate in _RANGES:
-        low, high, cmap = _RANGES[gate]
+        low, high, anchors = _RANGES[gate]
     else:
-        bound = max(float(np.max(np.abs(values))), 1e-6)
-        low, high, cmap = -bound, bound, "RdBu_r"
-    figure = Figure(figsize=(min(4 + time / 8, 14), min(2 + units / 8, 8)))
-    axes = figure.add_subplot()
-    image = axes.imshow(
-        values.T, aspect="auto", cmap=cmap, vmin=low, vmax=high, interpolation="nearest"
+        bound = max(float(np.max(np.abs(values))), 1e-6) if values.size else 1.0
+        low, high, anchors = -bound, bound, _DIVERGING
+    cell_w = int(np.clip(900 // max(time, 1), 3, 18))
+    cell_h = int(np.clip(360 // max(units, 1), 2, 14))
+    font = _font(11)
+    labels = list(step_labels) if step_labels is not None else []
+    label_rows = _label_rows(labels, cell_w, font)
+    left, top = 44, 22 + 13 * len(label_rows) + (4 if label_rows else 0)
+    width = left + time * cell_w + 70
+    height = top + units * cell_h + 34
+
+    pixels = _colours(values.T, low, high, anchors)  # (units, time, 3)
+    pixels[:, ~mask.astype(bool)] = _MASKED
+    pixels = np.repeat(np.repeat(pixels, cell_h, axis=0), cell_w, axis=1)
+    image = Image.new("RGB", (width, height), _BACKGROUND)
+    image.paste(Image.fromarray(pixels), (left, top))
+    draw = ImageDraw.Draw(image)
+    draw.text((4, 3), f"{title}: {gate}", fill=_INK, font=_font(13))
+
+    for row, placed in enumerate(label_rows):
+        for t, label in placed:
+            x = left + t * cell_w + cell_w / 2
+            draw.text((x, 22 + 13 * row), label, fill=_INK, font=font, anchor="mt")
+    sparse = sum(1 for label in labels if label.strip()) <= time // 2
+    for t, label in enumerate(labels[:time]):
+        if sparse and label.strip():
+            x = left + t * cell_w
+            draw.rectangle([x, top - 3, x + cell_w - 1, top - 1], fill=(220, 50, 32))
+
+    bottom = top + units * cell_h
+    step = max(1, int(np.ceil(time / 12 / 5)) * 5) if time > 12 else 1
+    for t in range(0, time, step):
+        x = left + t * cell_w + cell_w / 2
+        draw.line([x, bottom, x, bottom + 3], fill=_INK)
+        draw.text((x, bottom + 4), str(t), fill=_INK, font=font, anchor="mt")
+    draw.text(
+        (left + time * cell_w / 2, bottom + 18),
+        "time step",
+        fill=_INK,
+        font=font,
+        anchor="mt",
     )
-    figure.colorbar(image, ax=axes, fraction=0.04, pad=0.02)
-    for t in np.flatnonzero(~mask):
-        axes.axvspan(t - 0.5, t + 0.5, color="grey", alpha=0.6, hatch="//", lw=0)
-    axes.set_xlabel("time step")
-    axes.set_ylabel("unit")
-    if step_labels is not None:
-        marked = [(t, label) for t, label in enumerate(step_labels) if label.strip()]
-        if len(marked) <= 80:
-            axes.set_xticks([t for t, _ in marked], [label for _, label in marked])
-            for t, _ in marked:
-                axes.axvline(t, color="white", lw=0.6, alpha=0.8)
-            fontsize = 9 if len(marked) < 30 else 6
-            axes.tick_params(axis="x", labelsize=fontsize)
-    axes.set_title(f"{title}: {gate}", fontsize=10)
-    figure.subplots_adjust(left=0.08, right=0.98, bottom=0.2, top=0.88)
-    return _png(figure)
+    draw.text((left - 4, top), "0", fill=_INK, font=_font(9), anchor="rt")
+    draw.text(
+        (left - 20, top + units * cell_h / 2), "unit", fill=_INK, font=font, anchor="rm"
+    )
+    draw.text((left - 4, bottom), f"{units - 1}", fill=_INK, font=_font(9), anchor="rb")
+
+    # The colour scale, high at the top.
+    bar_x, bar_h = left + time * cell_w + 10, max(units * cell_h, 40)
+    ramp = np.linspace(high, low, bar_h)[:, None].repeat(10, axis=1)
+    image.paste(Image.fromarray(_colours(ramp, low, high, anchors)), (bar_x, top))
+    draw.text((bar_x + 13, top), f"{high:.3g}", fill=_INK, font=font)
+    draw.text(
+        (bar_x + 13, top + bar_h), f"{low:.3g}", fill=_INK, font=font, anchor="lb"
+    )
+    return _png(image)
+
+
+def _label_rows(labels, cell_w, font):
+    """Places the non-empty labels in as few rows as keep them from overlapping."""
+    rows, ends = [], []
+    for t, label in enumerate(labels):
+        if not label.strip():
+            continue
+        width = font.getlength(label)
+        start = t * cell_w + cell_w / 2 - width / 2
+        for row, end in enumerate(ends):
+            if start > end + 2:
+                rows[row].append((t, label))
+                ends[row] = start + width
+                break
+        else:
+            if len(rows) == 3:
+                continue  # Too dense to read: the marks below still show them.
+            rows.append([(t, label)])
+            ends.append(start + width)
+    return rows
 
 
 def saturation_png(left: np.ndarray, right: np.ndarray, gate: str, title: str) -> bytes:
-    """Each unit's fraction of time left- against right-saturated."""
-    figure = Figure(figsize=(3.6, 3.6))
-    axes = figure.add_subplot()
-    axes.plot([0, 1], [1, 0], color="grey", lw=0.8, ls="--")
-    axes.scatter(left, right, s=14, alpha=0.7)
-    axes.set_xlim(-0.02, 1.02)
-    axes.set_ylim(-0.02, 1.02)
-    axes.set_aspect("equal")
-    axes.set_xlabel("fraction left-saturated (< 0.1)")
-    axes.set_ylabel("fraction right-saturated (> 0.9)")
-    axes.set_title(f"{title}: {gate}", fontsize=10)
-    figure.subplots_adjust(left=0.2, right=0.95, bottom=0.16, top=0.9)
-    return _png(figure)
+    """Each unit's fraction of time left- against right-saturated.
+
+    Args:
+        left, right: `(units,)` fractions of steps below 0.1 and above 0.9.
+        gate: The gate's name.
+        title: Shown above the picture (e.g. the layer's name).
+
+    Returns:
+        A PNG scatter plot with a dot per unit: x the left-saturated fraction,
+        y the right-saturated one (Karpathy, Johnson and Fei-Fei 2015). Units in
+        the top left corner are always open, in the bottom right always closed.
+    """
+    size, x0, y0 = 240, 46, 26
+    image = Image.new("RGB", (x0 + size + 16, y0 + size + 40), _BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    font = _font(11)
+    draw.text((4, 4), f"{title}: {gate}", fill=_INK, font=_font(13))
+    draw.rectangle([x0, y0, x0 + size, y0 + size], outline=_INK)
+    for k in range(0, size + 1, 12):  # The diagonal left + right = 1, dashed.
+        if (k // 12) % 2 == 0:
+            draw.line(
+                [x0 + k, y0 + k, x0 + min(k + 12, size), y0 + min(k + 12, size)],
+                fill=_MASKED,
+            )
+    for value in (0.0, 0.5, 1.0):
+        x = x0 + value * size
+        y = y0 + size - value * size
+        draw.text((x, y0 + size + 3), f"{value:g}", fill=_INK, font=font, anchor="mt")
+        draw.text((x0 - 4, y), f"{value:g}", fill=_INK, font=font, anchor="rm")
+    draw.text(
+        (x0 + size / 2, y0 + size + 18),
+        "fraction left-saturated (< 0.1)",
+        fill=_INK,
+        font=font,
+        anchor="mt",
+    )
+    axis_label = Image.new("RGB", (size, 14), _BACKGROUND)
+    ImageDraw.Draw(axis_label).text(
+        (size / 2, 0),
+        "fraction right-saturated (> 0.9)",
+        fill=_INK,
+        font=font,
+        anchor="mt",
+    )
+    image.paste(axis_label.rotate(90, expand=True), (2, y0))
+    for lx, ry in zip(np.asarray(left), np.asarray(right), strict=True):
+        x = x0 + float(lx) * size
+        y = y0 + size - float(ry) * size
+        draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(33, 113, 181), outline=_INK)
+    return _png(image)

@@ -403,7 +403,7 @@ def _read_text(data) -> str:
 
 def _show_char(c: str) -> str:
     # Whitespace would leave a heatmap's axis label blank.
-    return {" ": "␣", "\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(c, c)
+    return {" ": "·", "\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(c, c)
 
 
 def _npz(data, num_train, num_val, seed) -> Task:
