@@ -120,9 +120,7 @@ def write_gate_statistics(layer: str, gates: dict[str, np.ndarray]) -> None:
         tag = f"{layer}/{gate}"
         values = unmasked_values(gates, gate)
         about = DESCRIPTIONS[gate]
-        tf.summary.histogram(
-            f"{tag}/activations", values, description=f"{about}; unmasked steps"
-        )
+        _write_histogram(f"{tag}/activations", values, f"{about}; unmasked steps")
         mean = float(np.mean(values)) if values.size else 0.0
         tf.summary.scalar(f"{tag}/mean", mean, description=f"Mean of {about}")
         if gate in SIGMOID_GATES:
@@ -143,8 +141,6 @@ def write_gate_images(
     layer: str, gates: dict[str, np.ndarray], step_labels: Sequence[str] | None = None
 ) -> None:
     """Writes one layer's gate heatmaps and saturation plots to the default writer."""
-    import tensorflow as tf
-
     from keras_lstm import plots
 
     for gate in GATES:
@@ -152,27 +148,55 @@ def write_gate_images(
         png = plots.heatmap_png(
             gates[gate][0], gates["mask"][0], gate, layer, step_labels
         )
-        tf.summary.image(
-            f"{tag}/heatmap",
-            _decode(png),
-            description=f"{DESCRIPTIONS[gate]}: units by time, first probe sequence",
-        )
+        about = f"{DESCRIPTIONS[gate]}: units by time, first probe sequence"
+        _write_png(f"{tag}/heatmap", png, about)
         if gate in SIGMOID_GATES:
             png = plots.saturation_png(*saturation(gates, gate), gate, layer)
-            tf.summary.image(
-                f"{tag}/saturation",
-                _decode(png),
-                description=(
-                    f"Per unit: fraction of steps {gate} is left-saturated (<0.1) "
-                    "against right-saturated (>0.9)"
-                ),
+            about = (
+                f"Per unit: fraction of steps {gate} is left-saturated (<0.1) "
+                "against right-saturated (>0.9)"
             )
+            _write_png(f"{tag}/saturation", png, about)
 
 
-def _decode(png: bytes):
+# Histograms and images are computed here with NumPy and Pillow and written in
+# TensorBoard's storage format with one op each: tf.summary.histogram and
+# tf.summary.image would run a dozen eager ops per summary (and re-encode PNGs).
+_HISTOGRAM_BUCKETS = 30
+
+
+def _write_histogram(tag: str, values: np.ndarray, description: str) -> None:
     import tensorflow as tf
+    from tensorboard.plugins.histogram import metadata
 
-    return tf.expand_dims(tf.io.decode_png(png, channels=4), 0)
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        buckets = np.zeros((_HISTOGRAM_BUCKETS, 3))
+    else:
+        counts, edges = np.histogram(values, bins=_HISTOGRAM_BUCKETS)
+        buckets = np.stack([edges[:-1], edges[1:], counts], axis=1)
+    tf.summary.write(
+        tag,
+        tf.constant(buckets, dtype=tf.float64),
+        metadata=metadata.create_summary_metadata(tag, description),
+    )
+
+
+def _write_png(tag: str, png: bytes, description: str) -> None:
+    import tensorflow as tf
+    from tensorboard.plugins.image import metadata
+
+    width, height = _png_size(png)
+    tf.summary.write(
+        tag,
+        tf.constant([str(width), str(height), png]),
+        metadata=metadata.create_summary_metadata(tag, description),
+    )
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    # The IHDR chunk: width and height are big-endian at bytes 16-24.
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
 class TextSamples(keras.callbacks.Callback):
