@@ -175,6 +175,71 @@ def _reorder_gates(w):
     return tf.concat([i, f, o, g], axis=-1)
 
 
+def _prepare(inputs, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
+    """Time-major input projections of all steps, in one matmul, and the mask.
+
+    Returns xz (time, batch, 4u) in (i, f, o, g) order, h0, c0, the reordered
+    recurrent kernel and mask (time, batch, 1) or None, all in processing order.
+    """
+    inputs = tf.convert_to_tensor(inputs)
+    dtype = inputs.dtype
+    h0 = tf.cast(h0, dtype)
+    c0 = tf.cast(c0, dtype)
+    kernel = _reorder_gates(tf.cast(kernel, dtype))
+    recurrent_kernel = _reorder_gates(tf.cast(recurrent_kernel, dtype))
+
+    batch, steps = tf.shape(inputs)[0], tf.shape(inputs)[1]
+    input_dim = kernel.shape[0]
+    units = recurrent_kernel.shape[0]
+    x = tf.transpose(inputs, [1, 0, 2])  # (time, batch, input_dim)
+    if go_backwards:
+        x = tf.reverse(x, [0])
+    xz = tf.matmul(tf.reshape(x, [-1, input_dim]), kernel)
+    if bias is not None:
+        xz = xz + _reorder_gates(tf.cast(bias, dtype))
+    xz = tf.reshape(xz, [steps, batch, 4 * units])
+
+    if mask is not None:
+        mask = tf.cast(tf.reshape(mask, [batch, steps]), dtype)
+        mask = tf.transpose(mask)[:, :, None]  # (time, batch, 1)
+        if go_backwards:
+            mask = tf.reverse(mask, [0])
+    return xz, h0, c0, recurrent_kernel, mask
+
+
+def lstm_gates(
+    inputs: tf.Tensor,
+    h0: tf.Tensor,
+    c0: tf.Tensor,
+    kernel: tf.Tensor,
+    recurrent_kernel: tf.Tensor,
+    bias: tf.Tensor | None,
+    mask: tf.Tensor | None = None,
+    go_backwards: bool = False,
+) -> dict[str, tf.Tensor]:
+    """The forward pass of `lstm_sequence`, with every gate of every step.
+
+    Returns:
+        `{"input_gate", "forget_gate", "candidate", "output_gate": the gates
+        computed at each step; "cell_state", "hidden_state": the states carried
+        after each step (at a masked step, the previous ones)}`, each of shape
+        (time, batch, units) in processing order.
+    """
+    xz, h0, c0, recurrent_kernel, mask = _prepare(
+        inputs, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards
+    )
+    hs, cs, gates = _forward(xz, h0, c0, recurrent_kernel, mask)
+    i, f, o, g = tf.split(gates, 4, axis=2)
+    return {
+        "input_gate": i,
+        "forget_gate": f,
+        "candidate": g,
+        "output_gate": o,
+        "cell_state": cs,
+        "hidden_state": hs,
+    }
+
+
 def lstm_sequence(
     inputs: tf.Tensor,
     h0: tf.Tensor,
@@ -208,28 +273,10 @@ def lstm_sequence(
     """
     inputs = tf.convert_to_tensor(inputs)
     dtype = inputs.dtype
-    h0 = tf.cast(h0, dtype)
-    c0 = tf.cast(c0, dtype)
-    kernel = _reorder_gates(tf.cast(kernel, dtype))
-    recurrent_kernel = _reorder_gates(tf.cast(recurrent_kernel, dtype))
-
-    batch, steps = tf.shape(inputs)[0], tf.shape(inputs)[1]
-    input_dim = kernel.shape[0]
+    xz, h0, c0, recurrent_kernel, mask = _prepare(
+        inputs, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards
+    )
     units = recurrent_kernel.shape[0]
-    x = tf.transpose(inputs, [1, 0, 2])  # (time, batch, input_dim)
-    if go_backwards:
-        x = tf.reverse(x, [0])
-    xz = tf.matmul(tf.reshape(x, [-1, input_dim]), kernel)
-    if bias is not None:
-        xz = xz + _reorder_gates(tf.cast(bias, dtype))
-    xz = tf.reshape(xz, [steps, batch, 4 * units])
-
-    if mask is not None:
-        mask = tf.cast(tf.reshape(mask, [batch, steps]), dtype)
-        mask = tf.transpose(mask)[:, :, None]  # (time, batch, 1)
-        if go_backwards:
-            mask = tf.reverse(mask, [0])
-
     hs, c_last = _recurrence(xz, h0, c0, recurrent_kernel, mask)
     h_last = hs[-1]
     if mask is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_lstm import _checks
@@ -143,37 +144,111 @@ class LSTM(keras.layers.RNN):
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
+        fast = self._uses_fast_path(training)
         if self._gate_record is not None:
-            return self._recording_loop(sequences, initial_state, mask, training)
+            return self._recording_loop(sequences, initial_state, mask, training, fast)
+        if fast:
+            from keras_lstm import _fast_tf
+
+            cell = self.cell
+            if training and cell.dropout > 0:
+                # The cell's mask for x_t, the same at every step.
+                sequences = sequences * cell.get_dropout_mask(sequences[:, 0])[:, None]
+            return _fast_tf.lstm_sequence(
+                sequences,
+                *initial_state,
+                cell.kernel,
+                cell.recurrent_kernel,
+                cell.bias,
+                mask=mask,
+                go_backwards=self.go_backwards,
+                zero_output_for_mask=self.zero_output_for_mask,
+                return_sequences=self.return_sequences,
+            )
         return super().inner_loop(sequences, initial_state, mask, training=training)
 
-    def _recording_loop(self, sequences, initial_state, mask, training):
-        """The cell loop, with every gate of every step kept in `_gate_record`."""
-        units = self.cell.units
-        return_sequences = self.return_sequences
-        self.cell._pack_gates = True
-        self.return_sequences = True
-        try:
-            last, packed, states = super().inner_loop(
-                sequences, initial_state, mask, training=training
+    def _uses_fast_path(self, training) -> bool:
+        """Whether the sequence runs through `_fast_tf` rather than the cell loop.
+
+        The fast path computes the standard equations with sigmoid and tanh on
+        the TensorFlow backend; anything else runs the cell step by step.
+        """
+        cell = self.cell
+        return (
+            keras.backend.backend() == "tensorflow"
+            and cell.variant == "standard"
+            and keras.activations.serialize(cell.activation) == "tanh"
+            and keras.activations.serialize(cell.recurrent_activation) == "sigmoid"
+            and not self.unroll
+            and not (training and cell.recurrent_dropout > 0)
+        )
+
+    def _recording_loop(self, sequences, initial_state, mask, training, fast):
+        """The forward pass, with every gate of every step kept in `_gate_record`."""
+        if fast:
+            from keras_lstm import _fast_tf
+
+            cell = self.cell
+            steps = _fast_tf.lstm_gates(
+                sequences,
+                *initial_state,
+                cell.kernel,
+                cell.recurrent_kernel,
+                cell.bias,
+                mask=mask,
+                go_backwards=self.go_backwards,
             )
-        finally:
-            self.cell._pack_gates = False
-            self.return_sequences = return_sequences
-        # packed: (batch, time, 6*units) = [h | i | f | g | o | c], in reading order.
-        record = packed if not self.go_backwards else ops.flip(packed, axis=1)
-        parts = ops.split(record, 6, axis=-1)
-        packed_names = ("hidden_state", "input_gate", "forget_gate", "candidate")
-        packed_names += ("output_gate", "cell_state")
-        parts = dict(zip(packed_names, parts, strict=True))
-        gates = {name: ops.convert_to_numpy(parts[name]) for name in GATES}
-        if mask is None:
-            steps = ops.shape(sequences)[:2]
-            gates["mask"] = ops.convert_to_numpy(ops.ones(steps, dtype="bool"))
+            # (time, batch, units) -> (batch, time, units), still in reading order.
+            steps = {
+                k: np.swapaxes(ops.convert_to_numpy(v), 0, 1) for k, v in steps.items()
+            }
+            states = [steps["hidden_state"][:, -1], steps["cell_state"][:, -1]]
+            read_mask = (
+                None if mask is None else ops.convert_to_numpy(mask).astype(bool)
+            )
+            if read_mask is not None and self.go_backwards:
+                read_mask = read_mask[:, ::-1]
+            steps = {
+                k: _as_loop_output(v, read_mask, self.zero_output_for_mask)
+                for k, v in steps.items()
+            }
+            outputs = steps["hidden_state"]
+            last, outputs = outputs[:, -1], outputs
+            gates = steps
         else:
-            gates["mask"] = ops.convert_to_numpy(ops.cast(mask, "bool"))
-        self._gate_record.append(gates)
-        return last[..., :units], packed[..., :units], states
+            units = self.cell.units
+            return_sequences = self.return_sequences
+            self.cell._pack_gates = True
+            self.return_sequences = True
+            try:
+                last, packed, states = super().inner_loop(
+                    sequences, initial_state, mask, training=training
+                )
+            finally:
+                self.cell._pack_gates = False
+                self.return_sequences = return_sequences
+            # packed: (batch, time, 6*units) = [h | i | f | g | o | c], reading order.
+            names = ("hidden_state", "input_gate", "forget_gate", "candidate")
+            names += ("output_gate", "cell_state")
+            parts = ops.split(ops.convert_to_numpy(packed), 6, axis=-1)
+            gates = dict(zip(names, parts, strict=True))
+            last, outputs = last[..., :units], packed[..., :units]
+        record = {}
+        for name in GATES:
+            values = ops.convert_to_numpy(gates[name])
+            record[name] = values[:, ::-1] if self.go_backwards else values
+        if mask is None:
+            record["mask"] = np.ones(record["hidden_state"].shape[:2], dtype=bool)
+        else:
+            record["mask"] = ops.convert_to_numpy(mask).astype(bool)
+        self._gate_record.append(record)
+        if not self.return_sequences:
+            outputs = last[:, None]
+        return (
+            ops.convert_to_tensor(last),
+            ops.convert_to_tensor(outputs),
+            [ops.convert_to_tensor(s) for s in states],
+        )
 
     @property
     def units(self):
@@ -222,3 +297,25 @@ class LSTM(keras.layers.RNN):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _as_loop_output(values, mask, zero_output_for_mask):
+    """Per-step values as the Keras loop outputs them under a mask.
+
+    Args:
+        values: (batch, time, units), what each step computed, in reading order.
+        mask: (batch, time) booleans in reading order, or None.
+        zero_output_for_mask: Whether masked steps output zeros.
+
+    Returns:
+        The values with each masked step showing the last kept step before it
+        (zeros before the first one), or zeros if `zero_output_for_mask`.
+    """
+    if mask is None:
+        return values
+    if zero_output_for_mask:
+        return values * mask[..., None]
+    time = np.arange(mask.shape[1])
+    last_kept = np.maximum.accumulate(np.where(mask, time, -1), axis=1)
+    shown = np.take_along_axis(values, np.maximum(last_kept, 0)[..., None], axis=1)
+    return np.where((last_kept >= 0)[..., None], shown, 0.0).astype(values.dtype)
