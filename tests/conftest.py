@@ -1,0 +1,80 @@
+"""Shared test helpers: random weights and backend-agnostic gradients."""
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+def _randomize(layer, rng, scale=0.5):
+    """Sets every weight of a built `layer` to N(0, scale^2); returns them."""
+    weights = [
+        rng.normal(0.0, scale, size=tuple(w.shape)).astype("float32")
+        for w in layer.weights
+    ]
+    layer.set_weights(weights)
+    return weights
+
+
+@pytest.fixture
+def randomize():
+    return _randomize
+
+
+def _gradients(layer, inputs, **kwargs):
+    """Gradients of a fixed random projection of `layer(inputs, **kwargs)`.
+
+    Returns `(outputs, d_inputs, d_weights)` as NumPy arrays; `inputs` is an
+    array or a list of arrays, `d_weights` follows `layer.trainable_variables`.
+    """
+    backend = keras.backend.backend()
+    trainable = [ops.convert_to_tensor(v.value) for v in layer.trainable_variables]
+    fixed = [ops.convert_to_tensor(v.value) for v in layer.non_trainable_variables]
+    flat_inputs = [ops.convert_to_tensor(x) for x in keras.tree.flatten(inputs)]
+    projections = []
+
+    def loss(trainable, flat_inputs):
+        args = keras.tree.pack_sequence_as(inputs, flat_inputs)
+        outputs, _ = layer.stateless_call(trainable, fixed, args, **kwargs)
+        outputs = keras.tree.flatten(outputs)
+        if not projections:
+            generator = np.random.default_rng(1)
+            for out in outputs:
+                r = generator.normal(size=tuple(out.shape)).astype("float32")
+                projections.append(ops.convert_to_tensor(r))
+        total = sum(
+            ops.sum(out * r) for out, r in zip(outputs, projections, strict=True)
+        )
+        return total, outputs
+
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            tape.watch(trainable)
+            tape.watch(flat_inputs)
+            total, outputs = loss(trainable, flat_inputs)
+        d_weights, d_inputs = tape.gradient(total, [trainable, flat_inputs])
+    elif backend == "jax":
+        import jax
+
+        grad = jax.grad(loss, argnums=(0, 1), has_aux=True)
+        (d_weights, d_inputs), outputs = grad(trainable, flat_inputs)
+    else:
+        raise NotImplementedError(f"no gradient helper for backend {backend!r}")
+    as_numpy = ops.convert_to_numpy
+    return (
+        [as_numpy(o) for o in outputs],
+        [as_numpy(d) for d in d_inputs],
+        [as_numpy(d) for d in d_weights],
+    )
+
+
+@pytest.fixture
+def gradients():
+    return _gradients

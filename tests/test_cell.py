@@ -1,0 +1,387 @@
+"""LSTMCell against a NumPy reference of the docstring's equations."""
+
+import keras
+import numpy as np
+import pytest
+
+import keras_lstm
+from keras_lstm import LSTMCell
+
+BATCH, TIME, FEATURES, UNITS = 3, 5, 4, 3
+EPS = 1e-5
+
+
+def _sigmoid(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _layer_norm(a, gamma, beta, groups, units):
+    # (batch, groups*units), normalised per group over its units, biased variance.
+    a = a.reshape(a.shape[0], groups, units)
+    a = (a - a.mean(-1, keepdims=True)) / np.sqrt(a.var(-1, keepdims=True) + EPS)
+    return a.reshape(a.shape[0], groups * units) * gamma + beta
+
+
+def reference_step(variant, w, x, h_prev, c_prev):
+    """One step of the equations; `w` maps weight names to float64 arrays."""
+    units = h_prev.shape[-1]
+    u_x = x @ w["kernel"]
+    w_h = h_prev @ w["recurrent_kernel"]
+    if variant == "layer_norm":
+        u_x = _layer_norm(u_x, w["input_norm_gamma"], w["input_norm_beta"], 4, units)
+        w_h = _layer_norm(
+            w_h, w["recurrent_norm_gamma"], w["recurrent_norm_beta"], 4, units
+        )
+    z = u_x + w_h + w["bias"]
+    z_i, z_f, z_g, z_o = (z[:, k * units : (k + 1) * units] for k in range(4))
+    if variant == "peephole":
+        p = w["peephole"]
+        p_i, p_f, p_o = p[:units], p[units : 2 * units], p[2 * units :]
+        z_i = z_i + p_i * c_prev
+        z_f = z_f + p_f * c_prev
+    one = np.ones_like(c_prev)
+    i = one if variant == "no_input_gate" else _sigmoid(z_i)
+    if variant == "cifg":
+        f = 1.0 - i
+    elif variant == "no_forget_gate":
+        f = one
+    else:
+        f = _sigmoid(z_f)
+    g = z_g if variant == "no_input_activation" else np.tanh(z_g)
+    c = f * c_prev + i * g
+    if variant == "peephole":
+        z_o = z_o + p_o * c
+    o = one if variant == "no_output_gate" else _sigmoid(z_o)
+    if variant == "layer_norm":
+        h = o * np.tanh(
+            _layer_norm(c, w["cell_norm_gamma"], w["cell_norm_beta"], 1, units)
+        )
+    elif variant == "no_output_activation":
+        h = o * c
+    else:
+        h = o * np.tanh(c)
+    return {
+        "input_gate": i,
+        "forget_gate": f,
+        "candidate": g,
+        "output_gate": o,
+        "cell_state": c,
+        "hidden_state": h,
+    }
+
+
+def reference_sequence(variant, w, x, h0=None, c0=None):
+    """The equations over `x` (batch, time, features); gates (batch, time, units)."""
+    units = w["recurrent_kernel"].shape[0]
+    h = np.zeros((x.shape[0], units)) if h0 is None else h0
+    c = np.zeros((x.shape[0], units)) if c0 is None else c0
+    steps = []
+    for t in range(x.shape[1]):
+        gates = reference_step(variant, w, x[:, t], h, c)
+        h, c = gates["hidden_state"], gates["cell_state"]
+        steps.append(gates)
+    return {k: np.stack([s[k] for s in steps], axis=1) for k in steps[0]}
+
+
+def named_weights(layer):
+    return {v.name: np.asarray(v.numpy(), dtype="float64") for v in layer.weights}
+
+
+def test_expected_variants():
+    assert set(keras_lstm.VARIANTS) == {
+        "standard",
+        "peephole",
+        "cifg",
+        "layer_norm",
+        "no_input_gate",
+        "no_forget_gate",
+        "no_output_gate",
+        "no_input_activation",
+        "no_output_activation",
+    }
+
+
+@pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
+def test_cell_step_matches_reference(variant, rng, randomize):
+    cell = LSTMCell(UNITS, variant=variant)
+    cell.build((BATCH, FEATURES))
+    randomize(cell, rng)
+    x = rng.normal(size=(BATCH, FEATURES)).astype("float32")
+    h = rng.normal(size=(BATCH, UNITS)).astype("float32")
+    c = rng.normal(size=(BATCH, UNITS)).astype("float32")
+    out, (h_t, c_t) = cell(x, [h, c])
+    ref = reference_step(
+        variant,
+        named_weights(cell),
+        x.astype("float64"),
+        h.astype("float64"),
+        c.astype("float64"),
+    )
+    tol = dict(rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(out), ref["hidden_state"], **tol
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(h_t), ref["hidden_state"], **tol
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(c_t), ref["cell_state"], **tol
+    )
+
+
+@pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
+def test_every_gate_at_every_step_matches_reference(variant, rng, randomize):
+    layer = keras_lstm.LSTM(UNITS, variant=variant, return_sequences=True)
+    layer.build((BATCH, TIME, FEATURES))
+    randomize(layer, rng)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    ref = reference_sequence(variant, named_weights(layer), x.astype("float64"))
+    gates = keras_lstm.gate_activations(layer, x)[layer.name]
+    tol = dict(rtol=1e-4, atol=1e-5)
+    for name in keras_lstm.GATES:
+        assert gates[name].shape == (BATCH, TIME, UNITS), name
+        np.testing.assert_allclose(gates[name], ref[name], err_msg=name, **tol)
+    outputs = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(outputs, ref["hidden_state"], **tol)
+
+
+@pytest.mark.parametrize("variant", ["standard", "peephole", "layer_norm"])
+def test_go_backwards_mask_and_initial_state_match_reference(variant, rng, randomize):
+    layer = keras_lstm.LSTM(
+        UNITS, variant=variant, return_sequences=True, return_state=True
+    )
+    layer.build((BATCH, TIME, FEATURES))
+    randomize(layer, rng)
+    w = named_weights(layer)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    h0 = rng.normal(size=(BATCH, UNITS)).astype("float32")
+    c0 = rng.normal(size=(BATCH, UNITS)).astype("float32")
+    # Sample 1 is padded after step 2; the reference runs it on its first 3 steps.
+    mask = np.ones((BATCH, TIME), dtype=bool)
+    mask[1, 3:] = False
+    seq, h_t, c_t = (
+        keras.ops.convert_to_numpy(a)
+        for a in layer(x, initial_state=[h0, c0], mask=mask)
+    )
+    for b, length in ((0, TIME), (1, 3), (2, TIME)):
+        ref = reference_sequence(
+            variant,
+            w,
+            x[b : b + 1, :length].astype("float64"),
+            h0[b : b + 1].astype("float64"),
+            c0[b : b + 1].astype("float64"),
+        )
+        np.testing.assert_allclose(seq[b, :length], ref["hidden_state"][0], atol=1e-5)
+        # Masked steps repeat the previous output.
+        for t in range(length, TIME):
+            np.testing.assert_allclose(seq[b, t], ref["hidden_state"][0, -1], atol=1e-5)
+        np.testing.assert_allclose(h_t[b], ref["hidden_state"][0, -1], atol=1e-5)
+        np.testing.assert_allclose(c_t[b], ref["cell_state"][0, -1], atol=1e-5)
+
+    backwards = keras_lstm.LSTM(
+        UNITS, variant=variant, return_sequences=True, go_backwards=True
+    )
+    backwards.build((BATCH, TIME, FEATURES))
+    backwards.set_weights(layer.get_weights())
+    ref = reference_sequence(variant, w, x[:, ::-1].astype("float64"))
+    # The returned sequence is in reading order: from the last input step.
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(backwards(x)), ref["hidden_state"], atol=1e-5
+    )
+    gates = keras_lstm.gate_activations(backwards, x)[backwards.name]
+    for name in keras_lstm.GATES:
+        np.testing.assert_allclose(
+            gates[name], ref[name][:, ::-1], atol=1e-5, err_msg=name
+        )
+
+
+@pytest.mark.parametrize("variant", ["standard", "peephole", "cifg", "layer_norm"])
+def test_rnn_loop_matches_manual_loop_of_the_cell(variant, rng, randomize):
+    layer = keras_lstm.LSTM(
+        UNITS, variant=variant, return_sequences=True, return_state=True
+    )
+    layer.build((BATCH, TIME, FEATURES))
+    randomize(layer, rng)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    seq, h_last, c_last = layer(x)
+    h = keras.ops.zeros((BATCH, UNITS))
+    c = keras.ops.zeros((BATCH, UNITS))
+    manual = []
+    for t in range(TIME):
+        out, (h, c) = layer.cell(x[:, t], [h, c])
+        manual.append(keras.ops.convert_to_numpy(out))
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(seq), np.stack(manual, 1), rtol=1e-6, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(h_last), keras.ops.convert_to_numpy(h), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(c_last), keras.ops.convert_to_numpy(c), atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("variant", ["standard", "no_output_activation"])
+def test_cell_in_keras_rnn_equals_layer(variant, rng, randomize):
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    layer = keras_lstm.LSTM(UNITS, variant=variant, return_sequences=True)
+    layer.build((BATCH, TIME, FEATURES))
+    weights = randomize(layer, rng)
+    rnn = keras.layers.RNN(LSTMCell(UNITS, variant=variant), return_sequences=True)
+    rnn.build((BATCH, TIME, FEATURES))
+    rnn.set_weights(weights)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(rnn(x)),
+        keras.ops.convert_to_numpy(layer(x)),
+        rtol=1e-6,
+        atol=1e-6,
+    )
+
+
+def test_cell_weights_move_to_and_from_keras_cell(rng, randomize):
+    ours = LSTMCell(UNITS)
+    ours.build((BATCH, FEATURES))
+    theirs = keras.layers.LSTMCell(UNITS)
+    theirs.build((BATCH, FEATURES))
+    assert [tuple(w.shape) for w in ours.weights] == [
+        tuple(w.shape) for w in theirs.weights
+    ]
+    weights = randomize(theirs, rng)
+    ours.set_weights(theirs.get_weights())
+    for a, b in zip(ours.get_weights(), weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+    x = rng.normal(size=(BATCH, FEATURES)).astype("float32")
+    h = rng.normal(size=(BATCH, UNITS)).astype("float32")
+    c = rng.normal(size=(BATCH, UNITS)).astype("float32")
+    ours_h, (_, ours_c) = ours(x, [h, c])
+    theirs_h, (_, theirs_c) = theirs(x, [h, c])
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours_h),
+        keras.ops.convert_to_numpy(theirs_h),
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours_c),
+        keras.ops.convert_to_numpy(theirs_c),
+        atol=1e-6,
+    )
+    theirs.set_weights([w + 1 for w in ours.get_weights()])
+    ours.set_weights(theirs.get_weights())
+    for a, b in zip(ours.get_weights(), weights, strict=True):
+        np.testing.assert_array_equal(a, b + 1)
+
+
+@pytest.mark.parametrize("unit_forget_bias", [True, False])
+def test_bias_initialization_matches_keras(unit_forget_bias):
+    ours = LSTMCell(UNITS, unit_forget_bias=unit_forget_bias, bias_initializer="ones")
+    ours.build((BATCH, FEATURES))
+    theirs = keras.layers.LSTMCell(
+        UNITS, unit_forget_bias=unit_forget_bias, bias_initializer="ones"
+    )
+    theirs.build((BATCH, FEATURES))
+    np.testing.assert_array_equal(ours.bias.numpy(), theirs.bias.numpy())
+    zeros = LSTMCell(UNITS, unit_forget_bias=unit_forget_bias)
+    zeros.build((BATCH, FEATURES))
+    expected = np.zeros(4 * UNITS, dtype="float32")
+    if unit_forget_bias:
+        expected[UNITS : 2 * UNITS] = 1.0
+    np.testing.assert_array_equal(zeros.bias.numpy(), expected)
+
+
+def test_cell_with_dropout_trains_inside_keras_rnn(rng):
+    model = keras.Sequential(
+        [
+            keras.Input((TIME, FEATURES)),
+            keras.layers.RNN(
+                LSTMCell(UNITS, dropout=0.3, recurrent_dropout=0.3, seed=1)
+            ),
+            keras.layers.Dense(1),
+        ]
+    )
+    model.compile(optimizer="adam", loss="mse")
+    x = rng.normal(size=(8, TIME, FEATURES)).astype("float32")
+    y = rng.normal(size=(8, 1)).astype("float32")
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert np.all(np.isfinite(history.history["loss"]))
+
+
+@pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
+def test_cell_config_round_trip(variant):
+    cell = LSTMCell(
+        UNITS,
+        activation="relu",
+        recurrent_activation="hard_sigmoid",
+        use_bias=True,
+        kernel_regularizer="l2",
+        recurrent_constraint="non_neg",
+        dropout=0.25,
+        recurrent_dropout=0.5,
+        seed=3,
+        variant=variant,
+    )
+    config = cell.get_config()
+    assert config["variant"] == variant
+    assert config["units"] == UNITS
+    assert LSTMCell.from_config(config).get_config() == config
+
+
+def test_cell_accepts_implementation():
+    assert LSTMCell(UNITS, implementation=1).units == UNITS
+
+
+def test_cell_weights_have_documented_shapes():
+    cell = LSTMCell(UNITS, variant="peephole")
+    cell.build((BATCH, FEATURES))
+    assert tuple(cell.kernel.shape) == (FEATURES, 4 * UNITS)
+    assert tuple(cell.recurrent_kernel.shape) == (UNITS, 4 * UNITS)
+    assert tuple(cell.bias.shape) == (4 * UNITS,)
+    assert tuple(cell.peephole.shape) == (3 * UNITS,)
+
+
+@pytest.mark.parametrize(
+    "kwargs, argument, received",
+    [
+        ({"units": 0}, "units", "0"),
+        ({"units": -1}, "units", "-1"),
+        ({"units": 2.5}, "units", "2.5"),
+        ({"units": UNITS, "dropout": -0.1}, "dropout", "-0.1"),
+        ({"units": UNITS, "dropout": 1.0}, "dropout", "1.0"),
+        ({"units": UNITS, "recurrent_dropout": 1.5}, "recurrent_dropout", "1.5"),
+        ({"units": UNITS, "activation": "nope"}, "activation", "nope"),
+        (
+            {"units": UNITS, "recurrent_activation": "nope"},
+            "recurrent_activation",
+            "nope",
+        ),
+        ({"units": UNITS, "variant": "nope"}, "variant", "nope"),
+    ],
+)
+@pytest.mark.parametrize("cls", [LSTMCell, keras_lstm.LSTM])
+def test_bad_arguments(cls, kwargs, argument, received):
+    with pytest.raises(ValueError) as info:
+        cls(**kwargs)
+    message = str(info.value)
+    assert f"`{argument}`" in message
+    assert received in message
+
+
+@pytest.mark.parametrize("cls", [LSTMCell, keras_lstm.LSTM])
+def test_unknown_variant_lists_valid_ones(cls):
+    with pytest.raises(ValueError, match="variant") as info:
+        cls(UNITS, variant="nope")
+    for name in keras_lstm.VARIANTS:
+        assert name in str(info.value)
+
+
+def test_cell_set_weights_checks_count_and_shapes():
+    cell = LSTMCell(UNITS)
+    cell.build((BATCH, FEATURES))
+    weights = cell.get_weights()
+    with pytest.raises(ValueError, match="`weights`") as info:
+        cell.set_weights(weights[:2])
+    assert "3" in str(info.value) and "2" in str(info.value)
+    bad = [np.zeros((FEATURES + 1, 4 * UNITS))] + weights[1:]
+    with pytest.raises(ValueError, match="`weights`") as info:
+        cell.set_weights(bad)
+    assert str((FEATURES + 1, 4 * UNITS)) in str(info.value)
+    assert str((FEATURES, 4 * UNITS)) in str(info.value)
