@@ -1,0 +1,187 @@
+"""A real TensorBoard server, started on a fresh run, serves every gate tag."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+import keras_lstm
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import train  # noqa: E402
+
+SIGMOID_GATES = ("input_gate", "forget_gate", "output_gate")
+STARTUP_SECONDS = 60
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def trained_logdir(tmp_path_factory):
+    logdir = tmp_path_factory.mktemp("tb") / "logs"
+    argv = ["--logdir", str(logdir), "--run-name", "tiny", "--epochs", "1"]
+    argv += ["--seq-len", "6", "--units", "3", "--num-train", "16"]
+    argv += ["--num-val", "4", "--batch-size", "16"]
+    assert train.main(argv) == 0
+    return logdir
+
+
+@pytest.fixture(scope="module")
+def server(trained_logdir, tmp_path_factory):
+    port = free_port()
+    scratch = tmp_path_factory.mktemp("tb_scratch")
+    log = open(scratch / "tensorboard.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tensorboard.main", "--logdir", str(trained_logdir)]
+        + ["--host", "127.0.0.1", "--port", str(port)],
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(scratch)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            assert process.poll() is None, (scratch / "tensorboard.log").read_text()
+            try:
+                if get(f"{url}/data/runs"):
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            assert time.monotonic() < deadline, "TensorBoard did not answer in time"
+            time.sleep(0.3)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def poll(url, wanted, what):
+    """Fetches `url` until `wanted(answer)`; the server loads in the background."""
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        answer = get(url)
+        if wanted(answer):
+            return answer
+        assert time.monotonic() < deadline, f"{what}: {answer}"
+        time.sleep(0.5)
+
+
+def gate_tags(kind):
+    tags = set()
+    for gate in keras_lstm.GATES:
+        tags |= {
+            "histograms": {f"lstm_1/{gate}/activations"},
+            "scalars": {f"lstm_1/{gate}/mean"},
+            "images": {f"lstm_1/{gate}/heatmap"},
+        }[kind]
+    for gate in SIGMOID_GATES:
+        tags |= {
+            "histograms": set(),
+            "scalars": {
+                f"lstm_1/{gate}/left_saturated",
+                f"lstm_1/{gate}/right_saturated",
+            },
+            "images": {f"lstm_1/{gate}/saturation"},
+        }[kind]
+    return tags
+
+
+def test_dashboards_are_enabled(server):
+    listing = poll(
+        f"{server}/data/plugins_listing",
+        lambda d: all(
+            d.get(p, {}).get("enabled")
+            for p in ("scalars", "histograms", "images", "hparams")
+        ),
+        "dashboards not enabled",
+    )
+    assert listing["histograms"]["enabled"]
+
+
+@pytest.mark.parametrize("kind", ["histograms", "scalars", "images"])
+def test_gate_tags_are_served(server, kind):
+    run = "tiny/gates"
+    answer = poll(
+        f"{server}/data/plugin/{kind}/tags",
+        lambda d: gate_tags(kind) <= set(d.get(run, {})),
+        f"{kind} tags of {run}",
+    )
+    assert set(answer[run]) == gate_tags(kind)
+    for tag, info in answer[run].items():
+        assert info["description"].strip(), tag
+
+
+def test_forget_gate_filter_matches_only_forget_gates(server):
+    answer = poll(
+        f"{server}/data/plugin/scalars/tags",
+        lambda d: "tiny/gates" in d,
+        "scalar tags",
+    )
+    matched = {t for t in answer["tiny/gates"] if "forget_gate" in t}
+    assert matched == {
+        "lstm_1/forget_gate/mean",
+        "lstm_1/forget_gate/left_saturated",
+        "lstm_1/forget_gate/right_saturated",
+    }
+
+
+def test_training_curves_are_served(server):
+    answer = poll(
+        f"{server}/data/plugin/scalars/tags",
+        lambda d: "epoch_loss" in d.get("tiny/train", {}),
+        "training curves",
+    )
+    assert "epoch_loss" in answer["tiny/validation"]
+
+
+def test_hparams_dashboard_lists_the_session(server):
+    request = {
+        "startIndex": 0,
+        "sliceSize": 100,
+        "allowedStatuses": [
+            "STATUS_UNKNOWN",
+            "STATUS_SUCCESS",
+            "STATUS_FAILURE",
+            "STATUS_RUNNING",
+        ],
+    }
+    deadline = time.monotonic() + STARTUP_SECONDS
+    while True:
+        groups = get(f"{server}/data/plugin/hparams/session_groups", body=request)
+        if groups.get("totalSize"):
+            break
+        assert time.monotonic() < deadline, groups
+        time.sleep(0.5)
+    sessions = [s["name"] for g in groups["sessionGroups"] for s in g["sessions"]]
+    assert sessions == ["tiny"]
+    (group,) = groups["sessionGroups"]
+    assert group["hparams"]["units"] == 3
+    assert group["hparams"]["task"] == "adding"

@@ -1,0 +1,590 @@
+"""train.py end to end: every task, sweeps, runs, resume after kill -9, bad input."""
+
+import csv
+import dataclasses
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.util import tensor_util
+
+import keras_lstm
+from keras_lstm.config import TrainConfig
+from keras_lstm.gates import lstm_layers
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+import train  # noqa: E402
+
+TINY = ["--units", "4", "--num-train", "32", "--num-val", "8", "--batch-size", "16"]
+SIGMOID_GATES = ("input_gate", "forget_gate", "output_gate")
+TEXT = "Grüße aus Köln, naïve café — the quick brown fox jumps over it.\n" * 30
+
+
+def command(args):
+    return [sys.executable, str(REPO / "train.py"), *map(str, args)]
+
+
+def environment():
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+
+
+def load(path):
+    accumulator = event_accumulator.EventAccumulator(
+        str(path), size_guidance={event_accumulator.TENSORS: 0}
+    )
+    accumulator.Reload()
+    return accumulator
+
+
+def steps(accumulator, tag):
+    return [e.step for e in accumulator.Tensors(tag)]
+
+
+def write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+@dataclasses.dataclass
+class Finished:
+    args: list
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def start(args, out_dir):
+    """Starts train.py with its output in files (a full pipe would block it)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stdout = open(out_dir / "stdout", "w")
+    stderr = open(out_dir / "stderr", "w")
+    process = subprocess.Popen(
+        command(args),
+        cwd=REPO,
+        env=environment(),
+        stdout=stdout,
+        stderr=stderr,
+        stdin=subprocess.DEVNULL,
+    )
+    stdout.close()
+    stderr.close()
+    return process
+
+
+def finish(process, args, out_dir, timeout=400):
+    try:
+        returncode = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+    return Finished(
+        [str(a) for a in args],
+        returncode,
+        (out_dir / "stdout").read_text(),
+        (out_dir / "stderr").read_text(),
+    )
+
+
+def snapshot(root):
+    """Every path under `root` with its mtime and, for files, its bytes."""
+    found = {".": (Path(root).stat().st_mtime_ns, None)}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath, name)
+            content = path.read_bytes() if path.is_file() else None
+            found[str(path.relative_to(root))] = (path.stat().st_mtime_ns, content)
+    return found
+
+
+def make_history(logdir):
+    """A log directory that already holds a file and a finished run."""
+    (logdir / "old_run").mkdir(parents=True)
+    (logdir / "notes.txt").write_text("keep me\n")
+    (logdir / "old_run" / "config.json").write_text('{"task": "adding"}\n')
+    (logdir / "old_run" / "metrics.json").write_text('{"val_loss": 0.1}\n')
+    return logdir
+
+
+# --- every task through the command line ---------------------------------------
+
+
+def classification_npz(path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 5, 3)).astype("float32")
+    y = (x[:, :, 0].sum(axis=1) > 0).astype("int64") + (x[:, 0, 1] > 1)
+    return write_npz(path, x=x, y=y)
+
+
+def regression_npz(path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 5, 3))
+    y = np.stack([x[:, :, 0].sum(axis=1), x[:, -1, 2]], axis=1)
+    return write_npz(path, x=x, y=y)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    (root / "prose.txt").write_text(TEXT, encoding="utf-8")
+    classification_npz(root / "classes.npz")
+    regression_npz(root / "values.npz")
+    return root
+
+
+def task_commands(root, data):
+    """name -> (arguments, epochs, runs the command makes)."""
+    return {
+        "adding_sweep": (
+            ["--task", "adding", "--seq-len", 8, "--epochs", 2]
+            + ["--variant", "standard,cifg", *TINY, "--logdir", root / "adding"],
+            2,
+            2,
+        ),
+        "copy": (
+            ["--task", "copy", "--seq-len", 3, "--epochs", 1, *TINY]
+            + ["--logdir", root / "copy"],
+            1,
+            1,
+        ),
+        "order": (
+            ["--task", "order", "--seq-len", 10, "--epochs", 1, "--bidirectional"]
+            + [*TINY, "--logdir", root / "order"],
+            1,
+            1,
+        ),
+        "text_file": (
+            ["--task", "text", "--data", data / "prose.txt", "--seq-len", 8]
+            + ["--epochs", 2, *TINY, "--logdir", root / "text_file"],
+            2,
+            1,
+        ),
+        "text_default": (
+            ["--task", "text", "--seq-len", 8, "--epochs", 1, "--units", 4]
+            + ["--num-train", 16, "--num-val", 4, "--batch-size", 16]
+            + ["--logdir", root / "text_default"],
+            1,
+            1,
+        ),
+        "npz_classification": (
+            ["--task", "npz", "--data", data / "classes.npz", "--epochs", 1, *TINY]
+            + ["--layers", 2, "--logdir", root / "npz_classification"],
+            1,
+            1,
+        ),
+        "npz_regression": (
+            ["--task", "npz", "--data", data / "values.npz", "--epochs", 2, *TINY]
+            + ["--logdir", root / "npz_regression"],
+            2,
+            1,
+        ),
+    }
+
+
+def bad_data(data):
+    """Files for the bad-input cases, in their own folder."""
+    data.mkdir(parents=True, exist_ok=True)
+    (data / "empty.txt").write_bytes(b"")
+    (data / "latin1.txt").write_bytes("caf\xe9 na\xefve ".encode("latin-1") * 40)
+    (data / "not.npz").write_bytes(b"this is not a zip archive\n" * 10)
+    x = np.random.default_rng(0).normal(size=(10, 4, 2)).astype("float32")
+    y = np.arange(10) % 2
+    write_npz(data / "no_x.npz", y=y)
+    write_npz(data / "no_y.npz", x=x)
+    write_npz(data / "lengths.npz", x=x, y=y[:7])
+    write_npz(data / "rank.npz", x=x[:, :, 0], y=y)
+    x_nan = x.copy()
+    x_nan[3, 2, 1] = np.nan
+    write_npz(data / "nan_x.npz", x=x_nan, y=y)
+    write_npz(data / "nan_y.npz", x=x, y=np.where(y == 1, np.nan, 0.5))
+    return data
+
+
+PARALLEL_RUNS = 3
+
+# Bad input through a real process, one per place it is caught: the command
+# line's syntax, the data, the log directory (the rest run in-process below).
+CLI_BAD = {
+    "units_abc": (["--units", "abc"], "--units"),
+    "missing_text": (["--task", "text", "--data", "{data}/missing.txt"], "--data"),
+    "logdir_under_file": (["--logdir", "{logs}/notes.txt/runs"], "--logdir"),
+}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory, data_dir):
+    """All command-line runs, a few at a time (the machine has 2 cores)."""
+    root = tmp_path_factory.mktemp("cli")
+    commands = task_commands(root, data_dir)
+    waiting = [(name, args) for name, (args, _, _) in commands.items()]
+    bad = {}
+    for name, (args, _) in CLI_BAD.items():
+        logs = make_history(root / "bad" / name / "logs")
+        args = [
+            a.format(data=data_dir, logs=logs)
+            for a in ["--logdir", str(logs), *args, *TINY, "--epochs", "1"]
+        ]
+        bad[name] = (logs, snapshot(logs))
+        waiting.append(("bad_" + name, args))
+    finished, running = {}, {}
+    while waiting or running:
+        while waiting and len(running) < PARALLEL_RUNS:
+            name, args = waiting.pop(0)
+            running[name] = (start(args, root / "out" / name), args)
+        done = [name for name, (p, _) in running.items() if p.poll() is not None]
+        for name in done:
+            process, args = running.pop(name)
+            finished[name] = finish(process, args, root / "out" / name)
+        time.sleep(0.1)
+    return commands, finished, bad
+
+
+def run_dirs(logdir):
+    return sorted(p for p in Path(logdir).iterdir() if p.is_dir())
+
+
+def expected_gate_tags(layers):
+    tags = set()
+    for layer in layers:
+        for gate in keras_lstm.GATES:
+            tags |= {f"{layer}/{gate}/{n}" for n in ("activations", "mean", "heatmap")}
+        for gate in SIGMOID_GATES:
+            tags |= {
+                f"{layer}/{gate}/{n}"
+                for n in ("left_saturated", "right_saturated", "saturation")
+            }
+    return tags
+
+
+def check_run(run_dir, args, epochs, stdout):
+    """What every finished run directory must hold; returns its metrics."""
+    assert str(run_dir) in stdout
+
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["argv"] == [str(a) for a in args]
+
+    for sub in ("train", "validation", "gates"):
+        assert list((run_dir / sub).glob("events.out.tfevents.*")), sub
+    assert steps(load(run_dir / "train"), "epoch_loss") == list(range(epochs))
+    assert steps(load(run_dir / "validation"), "epoch_loss") == list(range(epochs))
+
+    model = keras.saving.load_model(run_dir / "best.keras")
+    layers = lstm_layers(model)
+    assert layers and all(isinstance(v, keras_lstm.LSTM) for v in layers.values())
+    gates = load(run_dir / "gates")
+    assert set(gates.Tags()[event_accumulator.TENSORS]) == expected_gate_tags(layers)
+    assert steps(gates, f"{next(iter(layers))}/forget_gate/mean") == list(
+        range(1, epochs + 1)
+    )
+
+    root = load(run_dir)
+    content = root.PluginTagToContent("hparams")
+    info = hparams_metadata.parse_session_start_info_plugin_data(
+        content[hparams_metadata.SESSION_START_INFO_TAG]
+    )
+    assert info.hparams["units"].number_value == 4
+    assert info.hparams["task"].string_value == config["task"]
+    assert info.hparams["variant"].string_value == config["variant"]
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("task", "val_loss", "baseline_val_loss", "epochs_run", "wall_seconds"):
+        assert key in metrics, key
+    assert metrics["task"] == config["task"]
+    assert metrics["epochs_run"] == epochs
+    assert math.isfinite(metrics["val_loss"]) and metrics["val_loss"] >= 0
+    assert metrics["wall_seconds"] >= 0
+    return metrics
+
+
+def the_run(commands, cli_runs_result, name):
+    _, finished, _ = cli_runs_result
+    args, epochs, count = commands[name]
+    result = finished[name]
+    assert result.returncode == 0, result.stderr[-3000:]
+    logdir = Path(args[args.index("--logdir") + 1])
+    dirs = run_dirs(logdir)
+    assert len(dirs) == count
+    assert re.search(r"tensorboard --logdir \S+", result.stdout)
+    return dirs, args, epochs, result
+
+
+@pytest.mark.parametrize(
+    "name", ["copy", "order", "text_file", "text_default", "npz_regression"]
+)
+def test_task_run(cli_runs, name):
+    commands = cli_runs[0]
+    (run_dir,), args, epochs, result = the_run(commands, cli_runs, name)
+    assert f"tensorboard --logdir {run_dir}" in result.stdout
+    metrics = check_run(run_dir, args, epochs, result.stdout)
+    if name == "copy":
+        assert metrics["baseline_val_loss"] == pytest.approx(10 * math.log(8) / 23)
+        assert 0 <= metrics["val_accuracy"] <= 1
+    if name == "order":
+        assert metrics["baseline_val_loss"] == pytest.approx(math.log(4))
+        assert metrics["baseline_accuracy"] == pytest.approx(0.25)
+        assert 0 <= metrics["val_accuracy"] <= 1
+    if name.startswith("text"):
+        for key in ("val_bits_per_char", "baseline_bits_per_char"):
+            assert key in metrics, key
+        assert metrics["val_bits_per_char"] == pytest.approx(
+            metrics["val_loss"] / math.log(2), rel=1e-3
+        )
+        samples = load(run_dir / "samples")
+        assert samples.Tags()[event_accumulator.TENSORS] == ["samples/text"]
+        meta = samples.SummaryMetadata("samples/text")
+        assert meta.plugin_data.plugin_name == "text"
+        assert steps(samples, "samples/text") == list(range(1, epochs + 1))
+        text = tensor_util.make_ndarray(
+            samples.Tensors("samples/text")[-1].tensor_proto
+        )
+        assert text.item().decode("utf-8").strip()
+    if name == "text_file":
+        # The unigram entropy of the training split: the text's first 90%.
+        train_text = TEXT[: len(TEXT) - int(len(TEXT) * 0.1)]
+        _, counts = np.unique(list(train_text), return_counts=True)
+        p = counts / counts.sum()
+        entropy = float(-(p * np.log2(p)).sum())
+        assert metrics["baseline_bits_per_char"] == pytest.approx(entropy, rel=1e-6)
+    if name == "npz_regression":
+        assert "val_accuracy" not in metrics
+
+
+def test_npz_classification_run(cli_runs):
+    commands = cli_runs[0]
+    (run_dir,), args, epochs, result = the_run(commands, cli_runs, "npz_classification")
+    metrics = check_run(run_dir, args, epochs, result.stdout)
+    assert 0 <= metrics["val_accuracy"] <= 1
+    assert 0 < metrics["baseline_accuracy"] <= 1
+    model = keras.saving.load_model(run_dir / "best.keras")
+    assert model.output_shape[-1] == 3  # labels 0, 1 and 2
+
+
+def test_variant_sweep_writes_two_runs_and_a_summary(cli_runs):
+    commands = cli_runs[0]
+    dirs, args, epochs, result = the_run(commands, cli_runs, "adding_sweep")
+    variants = {}
+    for run_dir in dirs:
+        metrics = check_run(run_dir, args, epochs, result.stdout)
+        assert metrics["baseline_val_loss"] == pytest.approx(1 / 6)
+        variants[json.loads((run_dir / "config.json").read_text())["variant"]] = (
+            run_dir.name
+        )
+        model = keras.saving.load_model(run_dir / "best.keras")
+        (layer,) = lstm_layers(model).values()
+        assert layer.cell.variant == metrics["variant"]
+    assert set(variants) == {"standard", "cifg"}
+    logdir = dirs[0].parent
+    with open(logdir / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2
+    assert {row["variant"]: row["run"] for row in rows} == variants
+    assert f"tensorboard --logdir {logdir}" in result.stdout
+
+
+def test_help_lists_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    blocks = {}
+    for block in re.split(r"\n(?=  -)", text.split("options:", 1)[1]):
+        if not block.strip():
+            continue
+        flag = re.match(r"\s*(-\S+)", block).group(1).rstrip(",")
+        blocks[flag] = " ".join(block.split())
+    for field in dataclasses.fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        assert flag in blocks, flag
+        assert f"(default: {field.default})" in blocks[flag], blocks[flag]
+    for flag in (
+        "--task --data --seq-len --units --layers --bidirectional --variant --dropout "
+        "--recurrent-dropout --epochs --batch-size --lr --clipnorm --seed --logdir "
+        "--run-name --resume --gate-freq"
+    ).split():
+        assert flag in blocks, flag
+
+
+# --- resume -------------------------------------------------------------------
+
+
+def test_resume_after_kill_continues_from_the_last_finished_epoch(tmp_path):
+    logdir = tmp_path / "logs"
+    epochs = 12
+    args = ["--logdir", logdir, "--run-name", "long", "--epochs", epochs]
+    args += ["--seq-len", 10, "--units", 4, "--num-train", 128, "--num-val", 16]
+    args += ["--batch-size", 16]
+    run_dir = logdir / "long"
+    state_path = run_dir / "checkpoint" / "state.json"
+
+    process = start(args, tmp_path / "first")
+    try:
+        deadline = time.monotonic() + 180
+        finished_epochs = 0
+        while finished_epochs < 1:
+            assert process.poll() is None, (tmp_path / "first" / "stderr").read_text()
+            assert time.monotonic() < deadline, "no epoch finished within 180 s"
+            time.sleep(0.05)
+            if state_path.is_file():
+                try:
+                    finished_epochs = json.loads(state_path.read_text())["epoch"]
+                except json.JSONDecodeError:
+                    pass
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    killed_at = json.loads(state_path.read_text())["epoch"]
+    assert 1 <= killed_at < epochs
+    assert not (run_dir / "metrics.json").exists(), "the run ended before the kill"
+
+    resumed = subprocess.run(
+        command([*args, "--resume"]),
+        cwd=REPO,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert run_dirs(logdir) == [run_dir]
+    shown = [
+        int(n) for n in re.findall(rf"^Epoch (\d+)/{epochs}\b", resumed.stdout, re.M)
+    ]
+    assert shown == list(range(killed_at + 1, epochs + 1))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs_run"] == epochs
+    assert str(run_dir) in resumed.stdout
+
+    written = steps(load(run_dir / "train"), "epoch_loss")
+    assert sorted(set(written)) == list(range(epochs))
+    # Only the epoch cut short by the kill may have been logged twice.
+    repeated = {s for s in written if written.count(s) > 1}
+    assert repeated <= {killed_at}
+
+
+def _main(argv):
+    try:
+        return train.main([str(a) for a in argv])
+    except SystemExit as exit_info:
+        return exit_info.code
+
+
+def test_resume_without_run_name_finds_the_latest_run_of_the_same_command(
+    tmp_path, capsys
+):
+    logdir = tmp_path / "logs"
+    args = ["--logdir", logdir, "--epochs", 1, "--seq-len", 6, "--units", 2]
+    args += ["--num-train", 16, "--num-val", 4, "--batch-size", 16]
+    made = []
+    for extra in ([], [], ["--units", 3]):
+        before = set(run_dirs(logdir)) if logdir.exists() else set()
+        assert _main(args + extra) == 0
+        (new,) = set(run_dirs(logdir)) - before
+        made.append(new)
+        time.sleep(0.05)  # distinct config.json modification times
+    capsys.readouterr()
+
+    assert _main(args + ["--resume"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf": {re.escape(str(made[1]))}$", out, re.M), out
+    assert str(made[0]) not in out and str(made[2]) not in out
+    assert set(run_dirs(logdir)) == set(made)
+
+
+def test_resume_without_a_run_to_continue_is_an_error(tmp_path, capsys):
+    logdir = make_history(tmp_path / "logs")
+    before = snapshot(logdir)
+    assert _main(["--logdir", logdir, "--resume", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--resume" in err
+    assert snapshot(logdir) == before
+
+
+def test_existing_run_name_without_resume_touches_nothing(tmp_path, capsys):
+    logdir = make_history(tmp_path / "logs")
+    before = snapshot(logdir)
+    assert _main(["--logdir", logdir, "--run-name", "old_run", *TINY]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--run-name" in err and "Traceback" not in err
+    assert snapshot(logdir) == before
+
+
+# --- bad input ----------------------------------------------------------------
+
+BAD = {
+    "unknown task": (["--task", "nope"], "--task"),
+    "unknown variant": (["--variant", "nope"], "--variant"),
+    "unknown variant in a list": (["--variant", "standard,nope"], "--variant"),
+    "units 0": (["--units", "0"], "--units"),
+    "units abc": (["--units", "abc"], "--units"),
+    "epochs -1": (["--epochs", "-1"], "--epochs"),
+    "batch size 0": (["--batch-size", "0"], "--batch-size"),
+    "seq len 0": (["--seq-len", "0"], "--seq-len"),
+    "layers 0": (["--layers", "0"], "--layers"),
+    "lr 0": (["--lr", "0"], "--lr"),
+    "lr -1": (["--lr", "-1"], "--lr"),
+    "lr abc": (["--lr", "abc"], "--lr"),
+    "dropout 1.0": (["--dropout", "1.0"], "--dropout"),
+    "dropout -0.1": (["--dropout", "-0.1"], "--dropout"),
+    "recurrent dropout 2": (["--recurrent-dropout", "2"], "--recurrent-dropout"),
+    "unknown option": (["--colour", "red"], "--colour"),
+    "missing text": (["--task", "text", "--data", "{data}/missing.txt"], "--data"),
+    "empty text": (["--task", "text", "--data", "{data}/empty.txt"], "--data"),
+    "non-UTF-8 text": (["--task", "text", "--data", "{data}/latin1.txt"], "--data"),
+    "not an npz": (["--task", "npz", "--data", "{data}/not.npz"], "--data"),
+    "npz without x": (["--task", "npz", "--data", "{data}/no_x.npz"], "--data"),
+    "npz without y": (["--task", "npz", "--data", "{data}/no_y.npz"], "--data"),
+    "npz lengths": (["--task", "npz", "--data", "{data}/lengths.npz"], "--data"),
+    "npz rank": (["--task", "npz", "--data", "{data}/rank.npz"], "--data"),
+    "npz NaN in x": (["--task", "npz", "--data", "{data}/nan_x.npz"], "--data"),
+    "npz NaN in y": (["--task", "npz", "--data", "{data}/nan_y.npz"], "--data"),
+    "npz missing": (["--task", "npz"], "--data"),
+    "logdir under a file": (["--logdir", "{logs}/notes.txt/runs"], "--logdir"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_exits_2_with_one_line_and_touches_nothing(tmp_path, capsys, case):
+    options, named = BAD[case]
+    logs = make_history(tmp_path / "logs")
+    data = bad_data(tmp_path / "data")
+    argv = ["--logdir", str(logs), *TINY, "--epochs", "1"]
+    argv += [a.format(data=data, logs=logs) for a in options]
+    before = snapshot(logs)
+    capsys.readouterr()
+
+    assert _main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert named in lines[0], lines[0]
+    assert "Traceback" not in err
+    assert snapshot(logs) == before
+
+
+@pytest.mark.parametrize("case", list(CLI_BAD))
+def test_bad_input_through_the_command_line(cli_runs, case):
+    _, finished, bad = cli_runs
+    result = finished["bad_" + case]
+    logs, before = bad[case]
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("train.py: error:")
+    assert CLI_BAD[case][1] in lines[0]
+    assert result.stdout == ""
+    assert snapshot(logs) == before
