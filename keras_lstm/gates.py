@@ -66,7 +66,7 @@ def gate_activations(
             f"model or layer containing keras_lstm.LSTM layers, got {model_or_layer!r}"
         )
     saved_states = {
-        key: [np.array(v) for v in layer.states]
+        key: [keras.ops.convert_to_numpy(v.value) for v in layer.states]
         for key, layer in layers.items()
         if layer.stateful and layer.states is not None
     }

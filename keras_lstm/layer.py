@@ -185,10 +185,10 @@ class LSTM(keras.layers.RNN):
 
     def _recording_loop(self, sequences, initial_state, mask, training, fast):
         """The forward pass, with every gate of every step kept in `_gate_record`."""
+        cell = self.cell
         if fast:
             from keras_lstm import _fast_tf
 
-            cell = self.cell
             steps = _fast_tf.lstm_gates(
                 sequences,
                 *initial_state,
@@ -198,56 +198,50 @@ class LSTM(keras.layers.RNN):
                 mask=mask,
                 go_backwards=self.go_backwards,
             )
-            # (time, batch, units) -> (batch, time, units), still in reading order.
+            # (time, batch, units) -> (batch, time, units), in reading order.
             steps = {
                 k: np.swapaxes(ops.convert_to_numpy(v), 0, 1) for k, v in steps.items()
             }
             states = [steps["hidden_state"][:, -1], steps["cell_state"][:, -1]]
-            read_mask = (
-                None if mask is None else ops.convert_to_numpy(mask).astype(bool)
-            )
-            if read_mask is not None and self.go_backwards:
-                read_mask = read_mask[:, ::-1]
-            steps = {
-                k: _as_loop_output(v, read_mask, self.zero_output_for_mask)
-                for k, v in steps.items()
-            }
-            outputs = steps["hidden_state"]
-            last, outputs = outputs[:, -1], outputs
-            gates = steps
         else:
-            units = self.cell.units
-            return_sequences = self.return_sequences
-            self.cell._pack_gates = True
-            self.return_sequences = True
+            # Masked steps output zeros here, on every backend; they are filled
+            # in below as the Keras loop fills them.
+            saved = self.return_sequences, self.zero_output_for_mask
+            cell._pack_gates = True
+            self.return_sequences, self.zero_output_for_mask = True, True
             try:
-                last, packed, states = super().inner_loop(
+                _, packed, states = super().inner_loop(
                     sequences, initial_state, mask, training=training
                 )
             finally:
-                self.cell._pack_gates = False
-                self.return_sequences = return_sequences
+                cell._pack_gates = False
+                self.return_sequences, self.zero_output_for_mask = saved
             # packed: (batch, time, 6*units) = [h | i | f | g | o | c], reading order.
             names = ("hidden_state", "input_gate", "forget_gate", "candidate")
             names += ("output_gate", "cell_state")
-            parts = ops.split(ops.convert_to_numpy(packed), 6, axis=-1)
-            gates = dict(zip(names, parts, strict=True))
-            last, outputs = last[..., :units], packed[..., :units]
-        record = {}
-        for name in GATES:
-            values = ops.convert_to_numpy(gates[name])
-            record[name] = values[:, ::-1] if self.go_backwards else values
+            parts = np.split(ops.convert_to_numpy(packed), 6, axis=-1)
+            steps = dict(zip(names, parts, strict=True))
+        read_mask = None if mask is None else ops.convert_to_numpy(mask).astype(bool)
+        if read_mask is not None and self.go_backwards:
+            read_mask = read_mask[:, ::-1]
+        steps = {
+            k: _as_loop_output(v, read_mask, self.zero_output_for_mask)
+            for k, v in steps.items()
+        }
+        record = {
+            name: steps[name][:, ::-1] if self.go_backwards else steps[name]
+            for name in GATES
+        }
         if mask is None:
             record["mask"] = np.ones(record["hidden_state"].shape[:2], dtype=bool)
         else:
             record["mask"] = ops.convert_to_numpy(mask).astype(bool)
         self._gate_record.append(record)
-        if not self.return_sequences:
-            outputs = last[:, None]
+        outputs = steps["hidden_state"]
         return (
-            ops.convert_to_tensor(last),
+            ops.convert_to_tensor(outputs[:, -1]),
             ops.convert_to_tensor(outputs),
-            [ops.convert_to_tensor(s) for s in states],
+            [ops.convert_to_tensor(state) for state in states],
         )
 
     @property
