@@ -15,11 +15,30 @@ import csv
 import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from keras_lstm import config as config_lib  # noqa: E402
-from keras_lstm import experiment  # noqa: E402
-from keras_lstm.tasks import make_task  # noqa: E402
+
+def _import_quietly():
+    """Imports keras_lstm with TensorFlow's start-up lines kept off stderr.
+
+    TensorFlow writes them to file descriptor 2 while it loads, whatever
+    TF_CPP_MIN_LOG_LEVEL says; a bad command must print one line only.
+    """
+    stderr = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        import keras_lstm.config
+        import keras_lstm.experiment
+        import keras_lstm.tasks
+    finally:
+        os.dup2(stderr, 2)
+        os.close(stderr)
+        os.close(devnull)
+    return keras_lstm.config, keras_lstm.experiment, keras_lstm.tasks
+
+
+config_lib, experiment, tasks = _import_quietly()
 
 # summary.csv keeps one set of columns, so sweeps of any task append to it.
 SUMMARY_COLUMNS = [
@@ -44,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_lib.from_args(argv)
         experiment.check_logdir(config.logdir)
-        task = make_task(
+        task = tasks.make_task(
             config.task,
             seq_len=config.seq_len,
             seed=config.seed,
