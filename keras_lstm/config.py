@@ -40,7 +40,7 @@ class TrainConfig:
     lr: float = _field(3e-3, "Adam learning rate")
     clipnorm: float = _field(1.0, "clip each gradient to this norm; 0 disables")
     seed: int = _field(0, "seed of the data, the weights and dropout")
-    num_train: int = _field(8000, "training sequences (text, npz: at most)")
+    num_train: int = _field(16000, "training sequences (text, npz: at most)")
     num_val: int = _field(1000, "validation sequences (text, npz: at most)")
     logdir: str = _field("logs", "directory that holds one folder per run")
     run_name: str | None = _field(

@@ -46,7 +46,7 @@ def _colours(values: np.ndarray, low: float, high: float, anchors) -> np.ndarray
 
 def _png(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=1)  # fast; the images are small
     return buffer.getvalue()
 
 
@@ -77,7 +77,7 @@ def heatmap_png(
     else:
         bound = max(float(np.max(np.abs(values))), 1e-6) if values.size else 1.0
         low, high, anchors = -bound, bound, _DIVERGING
-    cell_w = int(np.clip(900 // max(time, 1), 3, 18))
+    cell_w = int(np.clip(720 // max(time, 1), 3, 14))
     cell_h = int(np.clip(360 // max(units, 1), 2, 14))
     font = _font(11)
     labels = list(step_labels) if step_labels is not None else []
