@@ -244,38 +244,6 @@ class LSTM(keras.layers.RNN):
             [ops.convert_to_tensor(state) for state in states],
         )
 
-    @property
-    def units(self):
-        return self.cell.units
-
-    @property
-    def variant(self):
-        return self.cell.variant
-
-    @property
-    def activation(self):
-        return self.cell.activation
-
-    @property
-    def recurrent_activation(self):
-        return self.cell.recurrent_activation
-
-    @property
-    def use_bias(self):
-        return self.cell.use_bias
-
-    @property
-    def unit_forget_bias(self):
-        return self.cell.unit_forget_bias
-
-    @property
-    def dropout(self):
-        return self.cell.dropout
-
-    @property
-    def recurrent_dropout(self):
-        return self.cell.recurrent_dropout
-
     def get_config(self):
         config = self.cell.get_config()
         for key in ("name", "trainable", "dtype"):
@@ -313,3 +281,35 @@ def _as_loop_output(values, mask, zero_output_for_mask):
     last_kept = np.maximum.accumulate(np.where(mask, time, -1), axis=1)
     shown = np.take_along_axis(values, np.maximum(last_kept, 0)[..., None], axis=1)
     return np.where((last_kept >= 0)[..., None], shown, 0.0).astype(values.dtype)
+
+
+# Like keras.layers.LSTM, the layer shows its cell's settings as read-only
+# attributes (layer.units, layer.kernel_initializer, ...).
+for _name in (
+    "units",
+    "variant",
+    "activation",
+    "recurrent_activation",
+    "use_bias",
+    "unit_forget_bias",
+    "kernel_initializer",
+    "recurrent_initializer",
+    "bias_initializer",
+    "kernel_regularizer",
+    "recurrent_regularizer",
+    "bias_regularizer",
+    "kernel_constraint",
+    "recurrent_constraint",
+    "bias_constraint",
+    "dropout",
+    "recurrent_dropout",
+):
+    setattr(
+        LSTM,
+        _name,
+        property(
+            lambda self, name=_name: getattr(self.cell, name),
+            doc=f"The cell's `{_name}`.",
+        ),
+    )
+del _name
