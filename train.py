@@ -106,7 +106,7 @@ def report(run_dir: str, metrics: dict, task) -> None:
     print(f"\nRun directory: {run_dir}")
     baseline = experiment.baseline_name(task)
     rows = [("val_loss", "baseline_val_loss")]
-    if "val_accuracy" in metrics:
+    if metrics.get("baseline_accuracy") is not None:
         rows.append(("val_accuracy", "baseline_accuracy"))
     if "val_bits_per_char" in metrics:
         rows.append(("val_bits_per_char", "baseline_bits_per_char"))
@@ -115,7 +115,10 @@ def report(run_dir: str, metrics: dict, task) -> None:
         print(f"  {name:<18} {value:>9}   ({baseline}: {reference})")
     if metrics["val_loss"]:
         ratio = metrics["baseline_val_loss"] / metrics["val_loss"]
-        print(f"  val_loss is {ratio:.1f}x below the baseline")
+        if ratio >= 1:
+            print(f"  val_loss is {ratio:.1f}x below the baseline")
+        else:
+            print(f"  val_loss is {1 / ratio:.2f}x above the baseline: not learned yet")
     print(
         f"  best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
         f"{metrics['wall_seconds']:.0f} s"
