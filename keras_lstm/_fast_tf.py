@@ -3,45 +3,71 @@
 `keras.layers.LSTM` without cuDNN runs `keras.backend.rnn`: a `tf.while_loop` that
 computes `x_t @ kernel` at every step and whose gradient is TensorFlow's generic
 while-loop gradient, which accumulates the weight gradients one small matmul per step.
-On a CPU the time goes to per-step op overhead, not to arithmetic. Here:
+On a CPU the time goes to per-step overhead and to small matmuls that cannot keep
+two cores busy, not to arithmetic. Here:
 
-- the input projections of all steps are one matmul, `x @ kernel + bias` over
-  `(batch * time, input_dim)`, differentiated by TensorFlow as ordinary ops;
-- the forward loop does only `h @ recurrent_kernel` and the gate math per step;
-- the backward pass is written by hand (`tf.custom_gradient`): one loop backwards
-  over time that produces `dz` per step, then `d recurrent_kernel = H_prev^T @ dZ` as
-  one matmul over all steps.
+- the batch is split in two halves, two independent chains: each runs its own
+  XLA-compiled loop, and TensorFlow runs the two concurrently (one per core) instead
+  of one loop whose small matmuls leave a core waiting;
+- within a chain, one XLA computation does the input projections of all steps in one
+  matmul, `x @ kernel + bias` over `(time * batch, input_dim)`, then the loop, which
+  does only `h @ recurrent_kernel` and the gate math per step;
+- the backward pass is written by hand (`tf.custom_gradient`), one XLA computation per
+  chain: the step-independent factors of the gate derivatives for all steps at once,
+  one loop backwards over time that produces `dz` per step, then the weight, bias
+  and input gradients as one matmul each over all steps.
 
-The columns of the weights are reordered once from Keras's (i, f, g, o) to
-(i, f, o, g) so that each step applies one sigmoid and one tanh. TensorFlow only.
+Inside the XLA computations the columns of the weights are reordered from Keras's
+(i, f, g, o) to (i, f, o, g), so that each step applies one sigmoid and one tanh.
+TensorFlow only.
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-# Compile the two loops with XLA: measured in one process on a 2-core CPU (batch 64,
-# 100 steps, 128 units, Adam), model.fit 17.4 steps/s with both loops under XLA,
-# 15.9 forward only, 15.8 backward only, 14.7 neither; predict 45.8 against 33.8.
-# The rest of the train step stays as Keras compiles it (no XLA on CPU by default).
-_JIT_FORWARD = True
-_JIT_BACKWARD = True
+# Two chains: one per core of the 2-core CPU this was measured on; on more cores each
+# chain's matmuls use the intra-op threads.
+_CHAINS = 2
 
 
-def _forward_loop(xz, h0, c0, recurrent_kernel, mask):
-    """Runs the recurrence.
+def _reorder_gates(w):
+    """Columns (i, f, g, o) -> (i, f, o, g) along the last axis."""
+    i, f, g, o = tf.split(w, 4, axis=-1)
+    return tf.concat([i, f, o, g], axis=-1)
 
-    Args: xz (time, batch, 4u) in (i, f, o, g) column order; h0, c0 (batch, u);
-    recurrent_kernel (u, 4u); mask (time, batch, 1) float or None.
-    Returns hs, cs (time, batch, u), the carried states, and gates (time, batch, 4u),
-    the activated i, f, o, g.
+
+def _restore_gates(w):
+    """Columns (i, f, o, g) -> (i, f, g, o) along the last axis."""
+    i, f, o, g = tf.split(w, 4, axis=-1)
+    return tf.concat([i, f, g, o], axis=-1)
+
+
+def _time_major(a, go_backwards):
+    """(batch, time, ...) -> (time, batch, ...) in processing order."""
+    a = tf.transpose(a, [1, 0, 2])
+    return tf.reverse(a, [0]) if go_backwards else a
+
+
+def _forward(x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
+    """Runs the recurrence of one chain.
+
+    Args: x (batch, time, input_dim); h0, c0 (batch, u); kernel, recurrent_kernel,
+    bias in Keras's gate order; mask (batch, time) float or None.
+    Returns hs, cs (time, batch, u), the carried states in processing order, and
+    gates (time, batch, 4u), the activated i, f, o, g.
     """
-    steps = tf.shape(xz)[0]
-    units = tf.shape(h0)[1]
+    units = recurrent_kernel.shape[0]
+    x = _time_major(x, go_backwards)
+    steps, batch = tf.shape(x)[0], tf.shape(x)[1]
+    xz = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), _reorder_gates(kernel))
+    xz = tf.reshape(xz + _reorder_gates(bias), [steps, batch, 4 * units])
+    recurrent_kernel = _reorder_gates(recurrent_kernel)
     xz_ta = tf.TensorArray(xz.dtype, size=steps).unstack(xz)
-    mask_ta = None if mask is None else tf.TensorArray(mask.dtype, size=steps)
-    if mask_ta is not None:
-        mask_ta = mask_ta.unstack(mask)
+    mask_ta = None
+    if mask is not None:
+        mask = _time_major(mask[:, :, None], go_backwards)
+        mask_ta = tf.TensorArray(mask.dtype, size=steps).unstack(mask)
 
     def body(t, h, c, hs, cs, gs):
         z = xz_ta.read(t) + tf.matmul(h, recurrent_kernel)
@@ -76,21 +102,42 @@ def _forward_loop(xz, h0, c0, recurrent_kernel, mask):
     return hs.stack(), cs.stack(), gs.stack()
 
 
-def _backward_loop(dhs, dc_last, coef_a, coef_p, f_carry, keep, recurrent_kernel):
-    """Runs the recurrence of the gradient backwards over time.
+def _backward(
+    dhs, dc_last, x, h0, c0, kernel, recurrent_kernel, hs, cs, gates, mask, go_backwards
+):
+    """The gradient of one chain.
 
     With s_t = dc_t + dh_t * a_t (the gradient reaching the new cell state):
         dz_t = [s_t, s_t, dh_t, s_t] * p_t                    (i, f, o, g)
         dc_{t-1} = s_t * f_carry_t + dc_t * keep_t
         dh_{t-1} = dz_t @ recurrent_kernel^T + dh_t * keep_t + dhs_{t-1}
-    where a_t, p_t, f_carry_t, keep_t are precomputed for all steps at once (they do
-    not depend on the gradient) and keep_t = 1 - mask_t (None without a mask).
-    Returns dz (time, batch, 4u), dh0, dc0 (batch, u).
+    where a_t, p_t, f_carry_t, keep_t are computed for all steps at once before the
+    loop (they do not depend on the gradient) and keep_t = 1 - mask_t (None without
+    a mask).
+    Returns the gradients of x, h0, c0, kernel, recurrent_kernel and bias.
     """
-    steps = tf.shape(dhs)[0]
-    rt = tf.transpose(recurrent_kernel)
-    arrays = [dhs, coef_a, coef_p, f_carry] + ([] if keep is None else [keep])
+    units = recurrent_kernel.shape[0]
+    steps = tf.shape(hs)[0]
+    c_prev = tf.concat([c0[None], cs[:-1]], axis=0)
+    h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
+    i, f, o, g = tf.split(gates, 4, axis=2)
+    if mask is None:
+        tanh_c = tf.tanh(cs)
+    else:
+        # cs holds the carried state; the step's own cell state is needed.
+        tanh_c = tf.tanh(f * c_prev + i * g)
+    coef_a = o * (1.0 - tanh_c * tanh_c)
+    coef_p = tf.concat(
+        [g * i * (1.0 - i), c_prev * f * (1.0 - f), tanh_c * o * (1.0 - o)]
+        + [i * (1.0 - g * g)],
+        axis=2,
+    )
+    arrays = [dhs, coef_a, coef_p, f]
+    if mask is not None:
+        mask = _time_major(mask[:, :, None], go_backwards)
+        arrays[2:] = [coef_p * mask, f * mask, 1.0 - mask]
     tas = [tf.TensorArray(a.dtype, size=steps).unstack(a) for a in arrays]
+    rt = tf.transpose(_reorder_gates(recurrent_kernel))
 
     def body(t, dh, dc, dz_ta):
         dh = dh + tas[0].read(t)
@@ -98,10 +145,10 @@ def _backward_loop(dhs, dc_last, coef_a, coef_p, f_carry, keep, recurrent_kernel
         dz = tf.concat([s, s, dh, s], axis=1) * tas[2].read(t)
         dc_prev = s * tas[3].read(t)
         dh_prev = tf.matmul(dz, rt)
-        if keep is not None:
-            k = tas[4].read(t)
-            dc_prev = dc_prev + dc * k
-            dh_prev = dh_prev + dh * k
+        if mask is not None:
+            keep = tas[4].read(t)
+            dc_prev = dc_prev + dc * keep
+            dh_prev = dh_prev + dh * keep
         return t - 1, dh_prev, dc_prev, dz_ta.write(t, dz)
 
     _, dh0, dc0, dz = tf.while_loop(
@@ -110,101 +157,68 @@ def _backward_loop(dhs, dc_last, coef_a, coef_p, f_carry, keep, recurrent_kernel
         (steps - 1, tf.zeros_like(dc_last), dc_last, tf.TensorArray(dhs.dtype, steps)),
         parallel_iterations=1,
     )
-    return dz.stack(), dh0, dc0
+    # All steps at once: (time * batch, 4u) against (time * batch, u or input_dim).
+    dz = tf.reshape(dz.stack(), [-1, 4 * units])
+    xt = _time_major(x, go_backwards)
+    input_dim = x.shape[-1]
+    d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), dz, transpose_a=True)
+    d_kernel = tf.matmul(tf.reshape(xt, [-1, input_dim]), dz, transpose_a=True)
+    d_bias = tf.reduce_sum(dz, axis=0)
+    dx = tf.matmul(dz, _reorder_gates(kernel), transpose_b=True)
+    dx = tf.reshape(dx, tf.shape(xt))
+    if go_backwards:
+        dx = tf.reverse(dx, [0])
+    dx = tf.transpose(dx, [1, 0, 2])
+    return (
+        dx,
+        dh0,
+        dc0,
+        _restore_gates(d_kernel),
+        _restore_gates(d_recurrent),
+        _restore_gates(d_bias),
+    )
 
 
-_forward = tf.function(_forward_loop, jit_compile=_JIT_FORWARD, autograph=False)
-_backward = tf.function(_backward_loop, jit_compile=_JIT_BACKWARD, autograph=False)
+_forward_xla = tf.function(_forward, jit_compile=True, autograph=False)
+_backward_xla = tf.function(_backward, jit_compile=True, autograph=False)
 
 
-def _recurrence(xz, h0, c0, recurrent_kernel, mask):
-    """hs (time, batch, u) and c_T (batch, u), with a hand-written gradient."""
+def _chain(x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
+    """hs (time, batch, u) and c_T (batch, u) of one chain, with its gradient."""
 
     @tf.custom_gradient
-    def run(xz, h0, c0, recurrent_kernel):
+    def run(x, h0, c0, kernel, recurrent_kernel, bias):
         # Hidden from any enclosing tape: otherwise TensorFlow builds the forward loop
         # with gradient accumulators, which XLA rejects and which are never used.
-        xz, h0, c0, recurrent_kernel = (
-            tf.stop_gradient(a) for a in (xz, h0, c0, recurrent_kernel)
-        )
-        hs, cs, gates = _forward(xz, h0, c0, recurrent_kernel, mask)
+        args = [tf.stop_gradient(a) for a in (x, h0, c0, kernel, recurrent_kernel)]
+        bias = tf.stop_gradient(bias)
+        hs, cs, gates = _forward_xla(*args, bias, mask, go_backwards)
 
         def grad(dhs, dc_last):
             if dhs is None:
                 dhs = tf.zeros_like(hs)
             if dc_last is None:
                 dc_last = tf.zeros_like(c0)
-            c_prev = tf.concat([c0[None], cs[:-1]], axis=0)
-            h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
-            i, f, o, g = tf.split(gates, 4, axis=2)
-            if mask is None:
-                tanh_c = tf.tanh(cs)
-            else:
-                # cs holds the carried state; the step's own cell state is needed.
-                tanh_c = tf.tanh(f * c_prev + i * g)
-            coef_a = o * (1.0 - tanh_c * tanh_c)
-            coef_p = tf.concat(
-                [g * i * (1.0 - i), c_prev * f * (1.0 - f), tanh_c * o * (1.0 - o)]
-                + [i * (1.0 - g * g)],
-                axis=2,
-            )
-            keep = None
-            if mask is not None:
-                keep = 1.0 - mask
-                coef_p = coef_p * mask
-                f = f * mask
-            dz, dh0, dc0 = _backward(
-                dhs, dc_last, coef_a, coef_p, f, keep, recurrent_kernel
-            )
-            units = tf.shape(h0)[1]
-            d_recurrent = tf.matmul(
-                tf.reshape(h_prev, [-1, units]),
-                tf.reshape(dz, [-1, 4 * units]),
-                transpose_a=True,
-            )
-            return dz, dh0, dc0, d_recurrent
+            return _backward_xla(dhs, dc_last, *args, hs, cs, gates, mask, go_backwards)
 
         return (hs, cs[-1]), grad
 
-    return run(xz, h0, c0, recurrent_kernel)
+    return run(x, h0, c0, kernel, recurrent_kernel, bias)
 
 
-def _reorder_gates(w):
-    """Columns (i, f, g, o) -> (i, f, o, g) along the last axis."""
-    i, f, g, o = tf.split(w, 4, axis=-1)
-    return tf.concat([i, f, o, g], axis=-1)
-
-
-def _prepare(inputs, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
-    """Time-major input projections of all steps, in one matmul, and the mask.
-
-    Returns xz (time, batch, 4u) in (i, f, o, g) order, h0, c0, the reordered
-    recurrent kernel and mask (time, batch, 1) or None, all in processing order.
-    """
+def _cast_all(inputs, h0, c0, kernel, recurrent_kernel, bias, mask):
+    """Everything in the dtype of `inputs`; a zero bias for None; mask (batch, time)."""
     inputs = tf.convert_to_tensor(inputs)
     dtype = inputs.dtype
-    h0 = tf.cast(h0, dtype)
-    c0 = tf.cast(c0, dtype)
-    kernel = _reorder_gates(tf.cast(kernel, dtype))
-    recurrent_kernel = _reorder_gates(tf.cast(recurrent_kernel, dtype))
-
-    batch, steps = tf.shape(inputs)[0], tf.shape(inputs)[1]
-    input_dim = kernel.shape[0]
-    units = recurrent_kernel.shape[0]
-    x = tf.transpose(inputs, [1, 0, 2])  # (time, batch, input_dim)
-    if go_backwards:
-        x = tf.reverse(x, [0])
-    xz = tf.matmul(tf.reshape(x, [-1, input_dim]), kernel)
-    if bias is not None:
-        xz = xz + _reorder_gates(tf.cast(bias, dtype))
-    xz = tf.reshape(xz, [steps, batch, 4 * units])
-
+    h0, c0, kernel, recurrent_kernel = (
+        tf.cast(a, dtype) for a in (h0, c0, kernel, recurrent_kernel)
+    )
+    if bias is None:
+        bias = tf.zeros([recurrent_kernel.shape[1]], dtype)
+    bias = tf.cast(bias, dtype)
     if mask is not None:
-        mask = tf.cast(tf.reshape(mask, [batch, steps]), dtype)
-        mask = tf.transpose(mask)[:, :, None]  # (time, batch, 1)
-        if go_backwards:
-            mask = tf.reverse(mask, [0])
-    return xz, h0, c0, recurrent_kernel, mask
+        mask = tf.cast(tf.reshape(mask, tf.shape(inputs)[:2]), dtype)
+    return inputs, h0, c0, kernel, recurrent_kernel, bias, mask
 
 
 def lstm_gates(
@@ -225,10 +239,8 @@ def lstm_gates(
         after each step (at a masked step, the previous ones)}`, each of shape
         (time, batch, units) in processing order.
     """
-    xz, h0, c0, recurrent_kernel, mask = _prepare(
-        inputs, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards
-    )
-    hs, cs, gates = _forward(xz, h0, c0, recurrent_kernel, mask)
+    args = _cast_all(inputs, h0, c0, kernel, recurrent_kernel, bias, mask)
+    hs, cs, gates = _forward_xla(*args, go_backwards)
     i, f, o, g = tf.split(gates, 4, axis=2)
     return {
         "input_gate": i,
@@ -271,24 +283,34 @@ def lstm_sequence(
         `(last_output, outputs, [h_T, c_T])`: the output of the last processed step
         (batch, units), the outputs (batch, time, units), and the final states.
     """
-    inputs = tf.convert_to_tensor(inputs)
-    dtype = inputs.dtype
-    xz, h0, c0, recurrent_kernel, mask = _prepare(
-        inputs, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards
+    inputs, h0, c0, kernel, recurrent_kernel, bias, mask = _cast_all(
+        inputs, h0, c0, kernel, recurrent_kernel, bias, mask
     )
+    dtype = inputs.dtype
     units = recurrent_kernel.shape[0]
-    hs, c_last = _recurrence(xz, h0, c0, recurrent_kernel, mask)
+    batch = tf.shape(inputs)[0]
+    sizes = tf.stack([batch - batch // _CHAINS, batch // _CHAINS])
+    parts = [tf.split(a, sizes) for a in (inputs, h0, c0)]
+    masks = [None] * _CHAINS if mask is None else tf.split(mask, sizes)
+    chains = [
+        _chain(x, h, c, kernel, recurrent_kernel, bias, m, go_backwards)
+        for x, h, c, m in zip(*parts, masks, strict=True)
+    ]
+    hs = tf.concat([hs for hs, _ in chains], axis=1)  # (time, batch, units)
+    c_last = tf.concat([c for _, c in chains], axis=0)
     h_last = hs[-1]
     if mask is None:
         outputs = hs
-    elif zero_output_for_mask:
-        outputs = hs * mask
     else:
-        # A masked step repeats the previous output, and the output before the first
-        # valid step is zeros (keras.backend.rnn): that is the carried h once any
-        # step has been valid, else zeros.
-        seen = tf.cast(tf.math.cumsum(mask, axis=0) > 0, dtype)
-        outputs = hs * seen
+        mask = _time_major(mask[:, :, None], go_backwards)
+        if zero_output_for_mask:
+            outputs = hs * mask
+        else:
+            # A masked step repeats the previous output, and the output before the
+            # first valid step is zeros (keras.backend.rnn): that is the carried h
+            # once any step has been valid, else zeros.
+            seen = tf.cast(tf.math.cumsum(mask, axis=0) > 0, dtype)
+            outputs = hs * seen
     last_output = outputs[-1]
     if return_sequences:
         outputs = tf.transpose(outputs, [1, 0, 2])
