@@ -14,8 +14,12 @@ two cores busy, not to arithmetic. Here:
   does only `h @ recurrent_kernel` and the gate math per step;
 - the backward pass is written by hand (`tf.custom_gradient`), one XLA computation per
   chain: the step-independent factors of the gate derivatives for all steps at once,
-  one loop backwards over time that produces `dz` per step, then the weight, bias
-  and input gradients as one matmul each over all steps.
+  one loop backwards over time that produces `dz` per step, then the weight and bias
+  gradients as one matmul each over all steps. The input gradient, also one matmul,
+  is left outside XLA, so that TensorFlow drops it when nothing needs it (the first
+  layer of a model);
+- at inference (`training=False`) the forward keeps no gates for the backward: a
+  gradient asked for anyway runs the forward once more to get them.
 
 Inside the XLA computations the columns of the weights are reordered from Keras's
 (i, f, g, o) to (i, f, o, g), so that each step applies one sigmoid and one tanh.
@@ -49,13 +53,15 @@ def _time_major(a, go_backwards):
     return tf.reverse(a, [0]) if go_backwards else a
 
 
-def _forward(x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
+def _forward(
+    x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards, keep_gates=True
+):
     """Runs the recurrence of one chain.
 
     Args: x (batch, time, input_dim); h0, c0 (batch, u); kernel, recurrent_kernel,
     bias in Keras's gate order; mask (batch, time) float or None.
     Returns hs, cs (time, batch, u), the carried states in processing order, and
-    gates (time, batch, 4u), the activated i, f, o, g.
+    gates (time, batch, 4u), the activated i, f, o, g (None unless keep_gates).
     """
     units = recurrent_kernel.shape[0]
     x = _time_major(x, go_backwards)
@@ -89,7 +95,7 @@ def _forward(x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
             c_new,
             hs.write(t, h_new),
             cs.write(t, c_new),
-            gs.write(t, gates),
+            gs.write(t, gates) if keep_gates else gs,
         )
 
     arrays = [tf.TensorArray(xz.dtype, size=steps) for _ in range(3)]
@@ -99,7 +105,7 @@ def _forward(x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
         (tf.constant(0), h0, c0, *arrays),
         parallel_iterations=1,
     )
-    return hs.stack(), cs.stack(), gs.stack()
+    return hs.stack(), cs.stack(), gs.stack() if keep_gates else None
 
 
 def _backward(
@@ -114,7 +120,8 @@ def _backward(
     where a_t, p_t, f_carry_t, keep_t are computed for all steps at once before the
     loop (they do not depend on the gradient) and keep_t = 1 - mask_t (None without
     a mask).
-    Returns the gradients of x, h0, c0, kernel, recurrent_kernel and bias.
+    Returns dz (time * batch, 4u) in (i, f, o, g) order, from which the input
+    gradient follows, and the gradients of h0, c0, kernel, recurrent_kernel and bias.
     """
     units = recurrent_kernel.shape[0]
     steps = tf.shape(hs)[0]
@@ -164,13 +171,8 @@ def _backward(
     d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), dz, transpose_a=True)
     d_kernel = tf.matmul(tf.reshape(xt, [-1, input_dim]), dz, transpose_a=True)
     d_bias = tf.reduce_sum(dz, axis=0)
-    dx = tf.matmul(dz, _reorder_gates(kernel), transpose_b=True)
-    dx = tf.reshape(dx, tf.shape(xt))
-    if go_backwards:
-        dx = tf.reverse(dx, [0])
-    dx = tf.transpose(dx, [1, 0, 2])
     return (
-        dx,
+        dz,
         dh0,
         dc0,
         _restore_gates(d_kernel),
@@ -183,7 +185,7 @@ _forward_xla = tf.function(_forward, jit_compile=True, autograph=False)
 _backward_xla = tf.function(_backward, jit_compile=True, autograph=False)
 
 
-def _chain(x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
+def _chain(x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards, training):
     """hs (time, batch, u) and c_T (batch, u) of one chain, with its gradient."""
 
     @tf.custom_gradient
@@ -192,14 +194,24 @@ def _chain(x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
         # with gradient accumulators, which XLA rejects and which are never used.
         args = [tf.stop_gradient(a) for a in (x, h0, c0, kernel, recurrent_kernel)]
         bias = tf.stop_gradient(bias)
-        hs, cs, gates = _forward_xla(*args, bias, mask, go_backwards)
+        hs, cs, gates = _forward_xla(*args, bias, mask, go_backwards, training)
 
         def grad(dhs, dc_last):
             if dhs is None:
                 dhs = tf.zeros_like(hs)
             if dc_last is None:
                 dc_last = tf.zeros_like(c0)
-            return _backward_xla(dhs, dc_last, *args, hs, cs, gates, mask, go_backwards)
+            saved_gates = gates
+            if saved_gates is None:
+                _, _, saved_gates = _forward_xla(*args, bias, mask, go_backwards)
+            dz, *grads = _backward_xla(
+                dhs, dc_last, *args, hs, cs, saved_gates, mask, go_backwards
+            )
+            dx = tf.matmul(dz, _reorder_gates(args[3]), transpose_b=True)
+            dx = tf.reshape(dx, [tf.shape(hs)[0], tf.shape(hs)[1], x.shape[-1]])
+            if go_backwards:
+                dx = tf.reverse(dx, [0])
+            return (tf.transpose(dx, [1, 0, 2]), *grads)
 
         return (hs, cs[-1]), grad
 
@@ -263,6 +275,7 @@ def lstm_sequence(
     go_backwards: bool = False,
     zero_output_for_mask: bool = False,
     return_sequences: bool = True,
+    training: bool = True,
 ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
     """Runs a standard LSTM over a sequence, like `keras.backend.rnn` with an LSTM cell.
 
@@ -278,6 +291,8 @@ def lstm_sequence(
             previous output.
         return_sequences: if False, `outputs` is `last_output` as (batch, 1, units),
             which is what `keras.backend.rnn(..., return_all_outputs=False)` returns.
+        training: if False, the forward pass keeps nothing for a gradient, which
+            then costs one more forward pass (the numbers are the same).
 
     Returns:
         `(last_output, outputs, [h_T, c_T])`: the output of the last processed step
@@ -293,7 +308,7 @@ def lstm_sequence(
     parts = [tf.split(a, sizes) for a in (inputs, h0, c0)]
     masks = [None] * _CHAINS if mask is None else tf.split(mask, sizes)
     chains = [
-        _chain(x, h, c, kernel, recurrent_kernel, bias, m, go_backwards)
+        _chain(x, h, c, kernel, recurrent_kernel, bias, m, go_backwards, training)
         for x, h, c, m in zip(*parts, masks, strict=True)
     ]
     hs = tf.concat([hs for hs, _ in chains], axis=1)  # (time, batch, units)

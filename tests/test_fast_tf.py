@@ -152,3 +152,14 @@ def test_graph_mode_unknown_batch_and_time():
     expected_all = reference[0] + [reference[1][0]]
     for expected, actual in zip(expected_all, [outputs, h, c, dx], strict=True):
         np.testing.assert_allclose(actual, expected, atol=TOL, rtol=TOL)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_gradient_after_inference_forward(masked):
+    # training=False keeps no gates; a gradient asked for anyway must still match.
+    weights, x, h0, c0, cotangents = _random(3)
+    mask = tf.constant(PADDED_MASK) if masked else None
+    options = dict(return_sequences=True, go_backwards=masked)
+    reference = _reference(weights, x, h0, c0, mask, cotangents, **options)
+    fast = _fast(weights, x, h0, c0, mask, cotangents, training=False, **options)
+    _compare(reference, fast)
