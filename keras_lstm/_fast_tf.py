@@ -18,8 +18,9 @@ two cores busy, not to arithmetic. Here:
   gradients as one matmul each over all steps. The input gradient, also one matmul,
   is left outside XLA, so that TensorFlow drops it when nothing needs it (the first
   layer of a model);
-- at inference (`training=False`) the forward keeps no gates for the backward: a
-  gradient asked for anyway runs the forward once more to get them.
+- when no gradient tape is recording (`predict`, `evaluate`), the forward keeps no
+  gates for the backward: a gradient asked for anyway (`tf.gradients`) runs the
+  forward once more to get them.
 
 Inside the XLA computations the columns of the weights are reordered from Keras's
 (i, f, g, o) to (i, f, o, g), so that each step applies one sigmoid and one tanh.
@@ -29,6 +30,15 @@ TensorFlow only.
 from __future__ import annotations
 
 import tensorflow as tf
+
+try:
+    # What tf.custom_gradient itself asks; there is no public equivalent.
+    from tensorflow.python.eager.record import could_possibly_record
+except ImportError:
+
+    def could_possibly_record():
+        return True
+
 
 # Two chains: one per core of the 2-core CPU this was measured on; on more cores each
 # chain's matmuls use the intra-op threads.
@@ -185,7 +195,7 @@ _forward_xla = tf.function(_forward, jit_compile=True, autograph=False)
 _backward_xla = tf.function(_backward, jit_compile=True, autograph=False)
 
 
-def _chain(x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards, training):
+def _chain(x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
     """hs (time, batch, u) and c_T (batch, u) of one chain, with its gradient."""
 
     @tf.custom_gradient
@@ -194,7 +204,8 @@ def _chain(x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards, traini
         # with gradient accumulators, which XLA rejects and which are never used.
         args = [tf.stop_gradient(a) for a in (x, h0, c0, kernel, recurrent_kernel)]
         bias = tf.stop_gradient(bias)
-        hs, cs, gates = _forward_xla(*args, bias, mask, go_backwards, training)
+        keep_gates = could_possibly_record()
+        hs, cs, gates = _forward_xla(*args, bias, mask, go_backwards, keep_gates)
 
         def grad(dhs, dc_last):
             if dhs is None:
@@ -275,7 +286,6 @@ def lstm_sequence(
     go_backwards: bool = False,
     zero_output_for_mask: bool = False,
     return_sequences: bool = True,
-    training: bool = True,
 ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
     """Runs a standard LSTM over a sequence, like `keras.backend.rnn` with an LSTM cell.
 
@@ -291,8 +301,6 @@ def lstm_sequence(
             previous output.
         return_sequences: if False, `outputs` is `last_output` as (batch, 1, units),
             which is what `keras.backend.rnn(..., return_all_outputs=False)` returns.
-        training: if False, the forward pass keeps nothing for a gradient, which
-            then costs one more forward pass (the numbers are the same).
 
     Returns:
         `(last_output, outputs, [h_T, c_T])`: the output of the last processed step
@@ -308,7 +316,7 @@ def lstm_sequence(
     parts = [tf.split(a, sizes) for a in (inputs, h0, c0)]
     masks = [None] * _CHAINS if mask is None else tf.split(mask, sizes)
     chains = [
-        _chain(x, h, c, kernel, recurrent_kernel, bias, m, go_backwards, training)
+        _chain(x, h, c, kernel, recurrent_kernel, bias, m, go_backwards)
         for x, h, c, m in zip(*parts, masks, strict=True)
     ]
     hs = tf.concat([hs for hs, _ in chains], axis=1)  # (time, batch, units)

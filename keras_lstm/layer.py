@@ -164,7 +164,6 @@ class LSTM(keras.layers.RNN):
                 go_backwards=self.go_backwards,
                 zero_output_for_mask=self.zero_output_for_mask,
                 return_sequences=self.return_sequences,
-                training=bool(training),
             )
         return super().inner_loop(sequences, initial_state, mask, training=training)
 
