@@ -7,8 +7,9 @@ On a CPU the time goes to per-step overhead and to small matmuls that cannot kee
 two cores busy, not to arithmetic. Here:
 
 - the batch is split in two halves, two independent chains: each runs its own
-  XLA-compiled loop, and TensorFlow runs the two concurrently (one per core) instead
-  of one loop whose small matmuls leave a core waiting;
+  XLA-compiled loop, and TensorFlow runs the two concurrently. XLA runs a loop's
+  small matmuls (batch x 128 @ 128 x 512) on one core, so a single loop leaves the
+  second core idle;
 - within a chain, one XLA computation does the input projections of all steps in one
   matmul, `x @ kernel + bias` over `(time * batch, input_dim)`, then the loop, which
   does only `h @ recurrent_kernel` and the gate math per step;
@@ -40,8 +41,8 @@ except ImportError:
         return True
 
 
-# Two chains: one per core of the 2-core CPU this was measured on; on more cores each
-# chain's matmuls use the intra-op threads.
+# One chain per core of the 2-core CPU this was measured on (more chains were not
+# faster there); not tuned for larger machines.
 _CHAINS = 2
 
 
