@@ -6,8 +6,9 @@ with default arguments, batch 64, 32 features. Throughput is steps per second of
 the end of the last with a callback. The two Keras layers are measured alternately in
 one process, so both see the same machine load; the table shows medians over repeats.
 
-Peak memory is the peak RSS (`resource.getrusage().ru_maxrss`) of a fresh process that
-builds the model and trains a few steps, minus its RSS just before the first step.
+Peak memory is the peak RSS of a fresh process over three training steps after a
+warm-up step, minus its RSS before them. The last line compares
+`keras_lstm.gate_activations` on a batch with a forward pass (`predict_on_batch`).
 
     python benchmarks/bench.py            # full run
     python benchmarks/bench.py --quick    # seq length 100 only, fewer repeats
@@ -17,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -56,55 +56,10 @@ def machine_description():
     return f"{cpu}, {os.cpu_count()} cores; {versions}"
 
 
-def _temporary_layer():
-    """A minimal layer around `keras_lstm._fast_tf.lstm_sequence` (last output only)."""
-    from keras_lstm._fast_tf import lstm_sequence
+def ours():
+    from keras_lstm import LSTM
 
-    class FastLSTM(keras.layers.Layer):
-        def __init__(self, units, **kwargs):
-            super().__init__(**kwargs)
-            self.units = units
-
-        def build(self, input_shape):
-            u = self.units
-            self.kernel = self.add_weight((input_shape[-1], 4 * u), "glorot_uniform")
-            self.recurrent_kernel = self.add_weight((u, 4 * u), "orthogonal")
-            # Forget-gate bias 1, as keras.layers.LSTM (unit_forget_bias=True).
-            init = np.concatenate([np.zeros(u), np.ones(u), np.zeros(2 * u)])
-            self.bias = self.add_weight((4 * u,), keras.initializers.Constant(init))
-
-        def call(self, x):
-            zeros = keras.ops.zeros((keras.ops.shape(x)[0], self.units), x.dtype)
-            last, _, _ = lstm_sequence(
-                x,
-                zeros,
-                zeros,
-                self.kernel,
-                self.recurrent_kernel,
-                self.bias,
-                return_sequences=False,
-            )
-            return last
-
-    return FastLSTM
-
-
-def ours(which="auto"):
-    """`keras_lstm.LSTM` if it exists and runs, else the temporary wrapper."""
-    if which == "function":
-        return _temporary_layer(), "lstm_sequence"
-    try:
-        from keras_lstm import LSTM
-
-        model = build_model(LSTM, 5)
-        model.predict(np.zeros((2, 5, FEATURES), "float32"), verbose=0)
-        return LSTM, "keras_lstm.LSTM"
-    except Exception as error:
-        print(f"note: keras_lstm.LSTM not usable ({type(error).__name__}: {error});")
-        print(
-            "      measuring a temporary layer around keras_lstm._fast_tf.lstm_sequence"
-        )
-        return _temporary_layer(), "lstm_sequence"
+    return LSTM
 
 
 def build_model(layer_class, seq_len):
@@ -171,20 +126,45 @@ def measure_keras(layers, seq_len, repeats, quick, predict):
 
 
 def child_memory(which, seq_len):
-    """Runs in a fresh process: peak RSS growth over a few training steps, in MiB."""
-    layer = keras.layers.LSTM if which == "keras" else ours(which)[0]
+    """Runs in a fresh process: peak RSS growth of training steps, in MiB.
+
+    Measured after a warm-up step (tracing, compilation), from the RSS before
+    three more steps to their peak (VmHWM, reset through /proc/self/clear_refs).
+    """
+    layer = keras.layers.LSTM if which == "keras" else ours()
     model = build_model(layer, seq_len)
     x, y = data(seq_len, 3)
-    before = _rss_mib()
+    model.fit(x[:BATCH], y[:BATCH], batch_size=BATCH, epochs=1, verbose=0)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # Resets the peak RSS to the current RSS.
+    before = _status_mib("VmRSS")
     model.fit(x, y, batch_size=BATCH, epochs=1, verbose=0)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"peak_mib": peak - before}
+    return {"peak_mib": _status_mib("VmHWM") - before}
 
 
-def _rss_mib():
+def _status_mib(field):
     with open("/proc/self/status") as f:
-        line = next(line for line in f if line.startswith("VmRSS"))
+        line = next(line for line in f if line.startswith(field))
     return int(line.split()[1]) / 1024
+
+
+def gate_cost(repeats):
+    """Seconds of `gate_activations` and of a forward pass, one batch of 100 steps."""
+    from keras_lstm import gate_activations
+
+    model = build_model(ours(), 100)
+    x, _ = data(100, 1)
+    model.predict_on_batch(x)
+    gate_activations(model, x)
+    times = {"forward": [], "gate_activations": []}
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.predict_on_batch(x)
+        times["forward"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        gate_activations(model, x)
+        times["gate_activations"].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def child_torch(seq_lens, repeats, quick):
@@ -242,12 +222,6 @@ def main():
     )
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument(
-        "--layer",
-        choices=["auto", "function"],
-        default="auto",
-        help="function: measure lstm_sequence in a minimal layer, not keras_lstm.LSTM",
-    )
     parser.add_argument("--no-memory", action="store_true", help="skip peak RSS")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -261,11 +235,10 @@ def main():
         return
 
     print(machine_description())
-    layer, our_name = ours(args.layer)
-    layers = {"keras": keras.layers.LSTM, "ours": layer}
+    layers = {"keras": keras.layers.LSTM, "ours": ours()}
     print(
         f"batch {BATCH}, {FEATURES} features, {UNITS} units; medians of "
-        f"{args.repeats} repeats; ours = {our_name}\n"
+        f"{args.repeats} repeats; ours = keras_lstm.LSTM\n"
     )
 
     torch_rates = {}
@@ -297,13 +270,21 @@ def main():
                 row += f" {t:>8.2f} {o / t:>9.2f}x"
             print(row, flush=True)
         if not args.no_memory:
-            which = ["keras", args.layer]
+            which = ["keras", "ours"]
             mib = [_in_child("--child", w, str(seq_len))["peak_mib"] for w in which]
             memory.append(f"{seq_len:>5} {mib[0]:>11.0f} {mib[1]:>11.0f}")
     if memory:
-        print("\npeak RSS growth while training 3 steps (MiB, fresh process each)")
+        print(
+            "\npeak RSS growth of 3 training steps after warm-up (MiB, fresh process)"
+        )
         print(f"{'seq':>5} {'keras':>11} {'ours':>11}")
         print("\n".join(memory))
+    cost = gate_cost(args.repeats)
+    print(
+        f"\none batch (64 x 100 steps): forward {1000 * cost['forward']:.1f} ms, "
+        f"gate_activations {1000 * cost['gate_activations']:.1f} ms "
+        f"({cost['gate_activations'] / cost['forward']:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

@@ -245,6 +245,11 @@ def _cast_all(inputs, h0, c0, kernel, recurrent_kernel, bias, mask):
     return inputs, h0, c0, kernel, recurrent_kernel, bias, mask
 
 
+def _chain_sizes(inputs):
+    batch = tf.shape(inputs)[0]
+    return tf.stack([batch - batch // _CHAINS, batch // _CHAINS])
+
+
 def lstm_gates(
     inputs: tf.Tensor,
     h0: tf.Tensor,
@@ -254,26 +259,35 @@ def lstm_gates(
     bias: tf.Tensor | None,
     mask: tf.Tensor | None = None,
     go_backwards: bool = False,
-) -> dict[str, tf.Tensor]:
+) -> tf.Tensor:
     """The forward pass of `lstm_sequence`, with every gate of every step.
 
     Returns:
-        `{"input_gate", "forget_gate", "candidate", "output_gate": the gates
-        computed at each step; "cell_state", "hidden_state": the states carried
-        after each step (at a masked step, the previous ones)}`, each of shape
-        (time, batch, units) in processing order.
+        (time, batch, 6*units) in processing order: [i | f | g | o | c | h], the
+        gates computed at each step, then the states carried after it (at a
+        masked step, the previous ones). One tensor, so that it reaches NumPy in
+        one copy.
     """
     args = _cast_all(inputs, h0, c0, kernel, recurrent_kernel, bias, mask)
-    hs, cs, gates = _forward_xla(*args, go_backwards)
+    return _packed_gates(*args, go_backwards)
+
+
+@tf.function(autograph=False)
+def _packed_gates(inputs, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
+    # A graph, so that the chains run concurrently also when called eagerly.
+    sizes = _chain_sizes(inputs)
+    parts = [tf.split(a, sizes) for a in (inputs, h0, c0)]
+    masks = [None] * _CHAINS if mask is None else tf.split(mask, sizes)
+    chains = [
+        _forward_xla(x, h, c, kernel, recurrent_kernel, bias, m, go_backwards)
+        for x, h, c, m in zip(*parts, masks, strict=True)
+    ]
+    # Each chain's outputs are (time, batch part, ...); gates in (i, f, o, g) order.
+    hs, cs, gates = (
+        tf.concat(outputs, axis=1) for outputs in zip(*chains, strict=True)
+    )
     i, f, o, g = tf.split(gates, 4, axis=2)
-    return {
-        "input_gate": i,
-        "forget_gate": f,
-        "candidate": g,
-        "output_gate": o,
-        "cell_state": cs,
-        "hidden_state": hs,
-    }
+    return tf.concat([i, f, g, o, cs, hs], axis=2)
 
 
 def lstm_sequence(
@@ -312,8 +326,7 @@ def lstm_sequence(
     )
     dtype = inputs.dtype
     units = recurrent_kernel.shape[0]
-    batch = tf.shape(inputs)[0]
-    sizes = tf.stack([batch - batch // _CHAINS, batch // _CHAINS])
+    sizes = _chain_sizes(inputs)
     parts = [tf.split(a, sizes) for a in (inputs, h0, c0)]
     masks = [None] * _CHAINS if mask is None else tf.split(mask, sizes)
     chains = [

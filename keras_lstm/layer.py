@@ -189,7 +189,7 @@ class LSTM(keras.layers.RNN):
         if fast:
             from keras_lstm import _fast_tf
 
-            steps = _fast_tf.lstm_gates(
+            packed = _fast_tf.lstm_gates(
                 sequences,
                 *initial_state,
                 cell.kernel,
@@ -198,10 +198,12 @@ class LSTM(keras.layers.RNN):
                 mask=mask,
                 go_backwards=self.go_backwards,
             )
-            # (time, batch, units) -> (batch, time, units), in reading order.
-            steps = {
-                k: np.swapaxes(ops.convert_to_numpy(v), 0, 1) for k, v in steps.items()
-            }
+            # (time, batch, 6*units) = [i | f | g | o | c | h], in reading order.
+            names = ("input_gate", "forget_gate", "candidate", "output_gate")
+            names += ("cell_state", "hidden_state")
+            packed = np.swapaxes(ops.convert_to_numpy(packed), 0, 1)
+            parts = np.split(packed, 6, axis=-1)
+            steps = dict(zip(names, parts, strict=True))
             states = [steps["hidden_state"][:, -1], steps["cell_state"][:, -1]]
         else:
             # Masked steps output zeros here, on every backend; they are filled
@@ -238,6 +240,8 @@ class LSTM(keras.layers.RNN):
             record["mask"] = ops.convert_to_numpy(mask).astype(bool)
         self._gate_record.append(record)
         outputs = steps["hidden_state"]
+        if not self.return_sequences:
+            outputs = outputs[:, -1:]  # What the Keras loop returns; unused.
         return (
             ops.convert_to_tensor(outputs[:, -1]),
             ops.convert_to_tensor(outputs),
