@@ -87,6 +87,23 @@ def main():
                 print(
                     f"repeat {repeat}: {name:<14} {timings[name][-1]:.2f} s", flush=True
                 )
+    # The same cost measured directly: what one write takes, against an epoch.
+    model = build_model(config, task, "standard")
+    logger = GateTensorBoard(
+        os.path.join(tempfile.mkdtemp(), "gates"),
+        probe,
+        step_labels=task.step_labels(probe[0]),
+    )
+    logger.set_model(model)
+    logger.write(0)  # Compiles the probe's forward pass.
+    writes = []
+    for step in range(1, 6):
+        start = time.perf_counter()
+        logger.write(step)
+        writes.append(time.perf_counter() - start)
+    logger.close()
+    write = statistics.median(writes)
+
     without = statistics.median(timings["without gates"])
     with_gates = statistics.median(timings["with gates"])
     print(
@@ -96,6 +113,11 @@ def main():
     print(f"  without gates {without:.2f} s")
     print(f"  with gates    {with_gates:.2f} s")
     print(f"  overhead      {100 * (with_gates / without - 1):+.1f}%")
+    epoch = without / args.epochs
+    print(
+        f"one gate write {1000 * write:.0f} ms (median of 5), one epoch {epoch:.2f} s: "
+        f"{100 * write / (epoch * args.gate_freq):.1f}% at gate-freq {args.gate_freq}"
+    )
 
 
 if __name__ == "__main__":
