@@ -4,6 +4,7 @@ from keras_lstm.callbacks import GateTensorBoard
 from keras_lstm.cell import GATES, VARIANTS, LSTMCell
 from keras_lstm.gates import gate_activations
 from keras_lstm.layer import LSTM
+from keras_lstm.metrics import bits_per_char
 
 __all__ = [
     "GATES",
@@ -11,6 +12,7 @@ __all__ = [
     "GateTensorBoard",
     "LSTMCell",
     "VARIANTS",
+    "bits_per_char",
     "gate_activations",
 ]
 __version__ = "0.1.0"

@@ -80,12 +80,14 @@ class GateTensorBoard(keras.callbacks.Callback):
         self._last_written = None
 
     def on_epoch_end(self, epoch, logs=None):
+        if not _finite(logs):
+            return  # A diverged model (TerminateOnNaN) has no gates worth drawing.
         self._epoch = epoch + 1
         if self._epoch % self.freq == 0:
             self.write(self._epoch)
 
     def on_train_end(self, logs=None):
-        if getattr(self, "_epoch", None) is not None:
+        if getattr(self, "_epoch", None) is not None and _finite(logs):
             self.write(self._epoch)
         self.close()
 
@@ -170,6 +172,7 @@ def _write_histogram(tag: str, values: np.ndarray, description: str) -> None:
     from tensorboard.plugins.histogram import metadata
 
     values = np.asarray(values, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
     if values.size == 0:
         buckets = np.zeros((_HISTOGRAM_BUCKETS, 3))
     else:
@@ -260,7 +263,7 @@ class TextSamples(keras.callbacks.Callback):
         ]
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.freq:
+        if (epoch + 1) % self.freq or not _finite(logs):
             return
         import tensorflow as tf
 
@@ -284,10 +287,26 @@ class TextSamples(keras.callbacks.Callback):
             self._writer = None
 
 
+def _finite(logs) -> bool:
+    return all(np.isfinite(float(v)) for v in (logs or {}).values())
+
+
 def _markdown(text: str) -> str:
     for char in "\\`*_[]#<>":
         text = text.replace(char, "\\" + char)
     return text.replace("\n", " ⏎ ")
+
+
+HPARAMS_METRICS = (
+    "val_loss",
+    "baseline_val_loss",
+    "val_accuracy",
+    "baseline_accuracy",
+    "val_bits_per_char",
+    "baseline_bits_per_char",
+    "epochs_run",
+    "wall_seconds",
+)
 
 
 def write_hparams(run_dir: str, hparams: dict, trial_id: str) -> None:
@@ -295,8 +314,21 @@ def write_hparams(run_dir: str, hparams: dict, trial_id: str) -> None:
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
 
+    # The same experiment in every run (TensorBoard reads one, whichever it finds
+    # first): the run settings, and as metrics the final results beside their
+    # baselines rather than every scalar of the run.
+    metrics = [
+        hp.Metric(f"final/{name}", display_name=name) for name in HPARAMS_METRICS
+    ]
+    metrics += [
+        hp.Metric("epoch_loss", group="validation", display_name="val_loss per epoch"),
+        hp.Metric("epoch_loss", group="train", display_name="loss per epoch"),
+    ]
     writer = tf.summary.create_file_writer(run_dir)
     with writer.as_default():
+        hp.hparams_config(
+            hparams=[hp.HParam(name) for name in hparams], metrics=metrics
+        )
         hp.hparams(hparams, trial_id=trial_id)
     writer.close()
 

@@ -20,6 +20,7 @@ from keras_lstm.callbacks import (
 )
 from keras_lstm.config import TrainConfig
 from keras_lstm.layer import LSTM
+from keras_lstm.metrics import bits_per_char
 from keras_lstm.tasks import Task
 
 CHECKPOINT = "checkpoint"  # last finished epoch: model, optimizer and state.json
@@ -28,15 +29,6 @@ BEST_MODEL = "best.keras"
 
 class NaNLossError(RuntimeError):
     """The loss became NaN; the run stopped with its best model kept."""
-
-
-@keras.saving.register_keras_serializable(package="keras_lstm")
-def bits_per_char(y_true, y_pred):
-    """Cross-entropy of next-character logits in bits (nats / ln 2)."""
-    loss = keras.losses.sparse_categorical_crossentropy(
-        y_true, y_pred, from_logits=True
-    )
-    return loss / math.log(2)
 
 
 def build_model(config: TrainConfig, task: Task, variant: str) -> keras.Model:
