@@ -74,26 +74,32 @@ def main(argv: list[str] | None = None) -> int:
         run_dirs = {v: experiment.plan_run_dir(config, v) for v in config.variants}
     except ValueError as error:
         message = str(error).replace("argument `name`", "argument `--task`")
-        message = message.replace("argument `data`", "argument `--data`")
+        for name in ("data", "seq_len", "num_train", "num_val", "seed"):
+            flag = "--" + name.replace("_", "-")
+            message = message.replace(f"argument `{name}`", f"argument `{flag}`")
         print(f"train.py: error: {message}", file=sys.stderr)
         return 2
 
-    results = []
+    results, diverged = [], False
     for variant, run_dir in run_dirs.items():
         print(f"\n== {task.name}, variant {variant}: {run_dir}", flush=True)
         try:
             metrics = experiment.run(config, task, variant, run_dir, argv)
         except experiment.NaNLossError as error:
-            print(f"train.py: {error}", file=sys.stderr)
-            return 1
+            # The other variants of a sweep still run; the exit code tells.
+            print(f"train.py: {run_dir}: {error}", file=sys.stderr)
+            diverged = True
+            continue
         results.append((run_dir, metrics))
         report(run_dir, metrics, task)
+    if not results:
+        return 1
 
     if len(results) > 1:
         summarize(config.logdir, results)
     where = results[0][0] if len(results) == 1 else config.logdir
     print(f"\nLook at the gates: tensorboard --logdir {where}")
-    return 0
+    return 1 if diverged else 0
 
 
 def _fmt(value) -> str:
@@ -115,10 +121,10 @@ def report(run_dir: str, metrics: dict, task) -> None:
         print(f"  {name:<18} {value:>9}   ({baseline}: {reference})")
     if metrics["val_loss"]:
         ratio = metrics["baseline_val_loss"] / metrics["val_loss"]
-        if ratio >= 1:
+        if ratio >= 1.05:
             print(f"  val_loss is {ratio:.1f}x below the baseline")
         else:
-            print(f"  val_loss is {1 / ratio:.2f}x above the baseline: not learned yet")
+            print("  val_loss is at the baseline or above: nothing learned yet")
     print(
         f"  best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
         f"{metrics['wall_seconds']:.0f} s"

@@ -82,7 +82,7 @@ def main():
                     verbose=0,
                 )
                 total = time.perf_counter() - start
-                # The first epoch compiles; the fit's end waits for pending images.
+                # The first epoch compiles and is left out.
                 timings[name].append(total - timer.times[0])
                 print(
                     f"repeat {repeat}: {name:<14} {timings[name][-1]:.2f} s", flush=True

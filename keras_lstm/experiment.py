@@ -83,8 +83,24 @@ def default_run_name(config: TrainConfig, variant: str) -> str:
 
 
 def _repeatable(config: dict) -> dict:
-    """The settings that make two commands the same run."""
-    return {k: v for k, v in config.items() if k not in ("resume", "run_name", "argv")}
+    """The settings that make two commands the same run (epochs may grow)."""
+    ignored = ("resume", "run_name", "argv", "epochs")
+    return {k: v for k, v in config.items() if k not in ignored}
+
+
+def _check_same_run(run_dir: str, run_config: dict) -> None:
+    """Raises unless the run in `run_dir` was started with these settings."""
+    with open(os.path.join(run_dir, "config.json")) as f:
+        saved = _repeatable(json.load(f))
+    current = _repeatable(run_config)
+    differ = [k for k in current if saved.get(k) != current[k]]
+    if differ:
+        k = differ[0]
+        raise ValueError(
+            "Received an invalid value for argument `--resume`: expected the "
+            f"settings of run {run_dir!r}, but --{k.replace('_', '-')} was "
+            f"{saved.get(k)!r} there and is {current[k]!r} now"
+        )
 
 
 def plan_run_dir(config: TrainConfig, variant: str) -> str:
@@ -105,6 +121,7 @@ def plan_run_dir(config: TrainConfig, variant: str) -> str:
                     "Received an invalid value for argument `--resume`: expected an "
                     f"existing run to continue, but {run_dir!r} holds none"
                 )
+            _check_same_run(run_dir, run_config)
         elif os.path.exists(run_dir):
             raise ValueError(
                 "Received an invalid value for argument `--run-name`: expected a "
@@ -191,7 +208,6 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 def run(config: TrainConfig, task: Task, variant: str, run_dir: str, argv) -> dict:
     """Trains one variant in `run_dir` (new or resumed) and returns its metrics."""
-    keras.utils.set_random_seed(config.seed)
     state_path = os.path.join(run_dir, CHECKPOINT, "state.json")
     metrics_path = os.path.join(run_dir, "metrics.json")
     if config.resume and os.path.isfile(metrics_path):
@@ -200,9 +216,12 @@ def run(config: TrainConfig, task: Task, variant: str, run_dir: str, argv) -> di
     if config.resume and os.path.isfile(state_path):
         with open(state_path) as f:
             state = json.load(f)
+        # A new seed per resumption, so that resumed epochs get their own order.
+        keras.utils.set_random_seed(config.seed + state["epoch"])
         model = keras.saving.load_model(os.path.join(run_dir, CHECKPOINT, "last.keras"))
     else:
         state = {"epoch": 0}
+        keras.utils.set_random_seed(config.seed)
         model = build_model(config, task, variant)
         os.makedirs(run_dir, exist_ok=config.resume)
         _write_json(
@@ -246,12 +265,14 @@ def run(config: TrainConfig, task: Task, variant: str, run_dir: str, argv) -> di
     )
     losses = history.history.get("loss", [])
     if any(not math.isfinite(v) for v in losses):
-        raise NaNLossError(
-            f"the training loss became NaN in epoch {state['epoch'] + 1}; the run "
-            f"stopped. Best model so far: {os.path.join(run_dir, BEST_MODEL)}"
+        kept = (
+            f"best model so far: {os.path.join(run_dir, BEST_MODEL)}"
             if "best_logs" in state
-            else f"the training loss became NaN in epoch {state['epoch'] + 1}; the "
-            "run stopped before any epoch finished"
+            else "no epoch had a finite validation loss, so no model was kept"
+        )
+        raise NaNLossError(
+            f"the loss became NaN or infinite after epoch {state['epoch']}; the run "
+            f"stopped ({kept})"
         )
     metrics = final_metrics(config, task, variant, state)
     write_final_metrics(run_dir, metrics, step=state["epoch"])
@@ -301,9 +322,13 @@ def final_metrics(config: TrainConfig, task: Task, variant: str, state: dict) ->
 
 def baseline_name(task: Task) -> str:
     """What the baseline is, in words, for the report."""
+    if task.name == "npz":
+        return (
+            "predicting the mean" if task.kind == "regression" else "class frequencies"
+        )
     return {
-        "regression": "predicting the mean",
-        "classification": "predicting the most frequent class",
-        "sequence_classification": "the best memoryless guess",
-        "language_model": "character frequencies (unigram)",
-    }[task.kind]
+        "adding": "predicting the mean",
+        "copy": "the best memoryless guess",
+        "order": "chance",
+        "text": "character frequencies (unigram)",
+    }[task.name]

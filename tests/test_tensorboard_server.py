@@ -185,3 +185,17 @@ def test_hparams_dashboard_lists_the_session(server):
     (group,) = groups["sessionGroups"]
     assert group["hparams"]["units"] == 3
     assert group["hparams"]["task"] == "adding"
+
+
+def test_hparams_metrics_are_the_final_results_beside_their_baselines(server):
+    experiment = get(
+        f"{server}/data/plugin/hparams/experiment", body={"experimentName": ""}
+    )
+    names = {
+        (m["name"].get("group", ""), m["name"]["tag"])
+        for m in experiment["metricInfos"]
+    }
+    assert ("", "final/val_loss") in names
+    assert ("", "final/baseline_val_loss") in names
+    assert ("validation", "epoch_loss") in names
+    assert not any("gate" in tag for _, tag in names), names

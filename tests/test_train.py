@@ -588,3 +588,57 @@ def test_bad_input_through_the_command_line(cli_runs, case):
     assert CLI_BAD[case][1] in lines[0]
     assert result.stdout == ""
     assert snapshot(logs) == before
+
+
+# --- runs that go wrong, and what they leave -------------------------------------
+
+
+def test_nan_loss_stops_each_run_with_one_line_and_the_sweep_goes_on(tmp_path, capsys):
+    logdir = tmp_path / "logs"
+    args = ["--logdir", logdir, "--epochs", 3, "--seq-len", 6, *TINY]
+    args += ["--lr", "1e30", "--clipnorm", "0", "--variant", "no_forget_gate,standard"]
+    assert _main(args) == 1
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in err, err
+    assert all("NaN" in line for line in lines)
+    for run_dir in run_dirs(logdir):
+        assert (run_dir / "config.json").is_file()
+        assert not (run_dir / "metrics.json").exists()
+
+
+def test_resume_with_other_settings_is_an_error_and_touches_nothing(tmp_path, capsys):
+    logdir = tmp_path / "logs"
+    args = ["--logdir", logdir, "--epochs", 1, "--seq-len", 6, *TINY]
+    assert _main([*args, "--run-name", "r"]) == 0
+    capsys.readouterr()
+    before = snapshot(logdir)
+    other = ["--task", "order", "--run-name", "r", "--resume"]
+    assert _main([*args, *other]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--resume" in err and "--task" in err and "'adding'" in err
+    assert snapshot(logdir) == before
+
+
+def test_text_model_loads_in_a_fresh_process_after_import_keras_lstm(cli_runs):
+    (run_dir,), *_ = the_run(cli_runs[0], cli_runs, "text_file")
+    code = "\n".join(
+        [
+            "import sys",
+            "import keras, numpy as np, keras_lstm",
+            "model = keras.saving.load_model(sys.argv[1])",
+            "x = np.zeros((1, *model.inputs[0].shape[1:]), 'float32')",
+            "print(sorted(keras_lstm.gate_activations(model, x)))",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(run_dir / "best.keras")],
+        cwd=REPO,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "lstm_1" in result.stdout
