@@ -174,6 +174,26 @@ def test_stateful_matches_keras(rng, randomize):
     assert_all_close(after_reset, to_numpy(theirs(second)))
 
 
+def test_stateful_gradients_match_keras(rng, randomize, gradients):
+    def model(layer_class):
+        return keras.Sequential(
+            [
+                keras.Input(batch_shape=(BATCH, TIME, FEATURES)),
+                layer_class(UNITS, stateful=True, return_sequences=True),
+            ]
+        )
+
+    theirs = model(keras.layers.LSTM)
+    randomize(theirs, rng)
+    ours = model(keras_lstm.LSTM)
+    ours.set_weights(theirs.get_weights())
+    first = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    second = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    ours(first), theirs(first)
+    # Gradients of the second batch, which starts from the first one's states.
+    assert_all_close(gradients(ours, second), gradients(theirs, second))
+
+
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", None])
 def test_bidirectional_matches_keras(merge_mode, rng, randomize, gradients):
     def wrapper(layer_class):
