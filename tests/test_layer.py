@@ -138,18 +138,19 @@ def test_initial_state_matches_keras(rng, randomize, gradients):
     )
 
 
-def test_stateful_matches_keras(rng, randomize):
-    def model(layer_class):
-        return keras.Sequential(
-            [
-                keras.Input(batch_shape=(BATCH, TIME, FEATURES)),
-                layer_class(UNITS, stateful=True, return_sequences=True),
-            ]
-        )
+def stateful_model(layer_class):
+    return keras.Sequential(
+        [
+            keras.Input(batch_shape=(BATCH, TIME, FEATURES)),
+            layer_class(UNITS, stateful=True, return_sequences=True),
+        ]
+    )
 
-    theirs = model(keras.layers.LSTM)
+
+def test_stateful_matches_keras(rng, randomize):
+    theirs = stateful_model(keras.layers.LSTM)
     randomize(theirs, rng)
-    ours = model(keras_lstm.LSTM)
+    ours = stateful_model(keras_lstm.LSTM)
     ours.set_weights(theirs.get_weights())
     first = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
     second = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
@@ -175,17 +176,9 @@ def test_stateful_matches_keras(rng, randomize):
 
 
 def test_stateful_gradients_match_keras(rng, randomize, gradients):
-    def model(layer_class):
-        return keras.Sequential(
-            [
-                keras.Input(batch_shape=(BATCH, TIME, FEATURES)),
-                layer_class(UNITS, stateful=True, return_sequences=True),
-            ]
-        )
-
-    theirs = model(keras.layers.LSTM)
+    theirs = stateful_model(keras.layers.LSTM)
     randomize(theirs, rng)
-    ours = model(keras_lstm.LSTM)
+    ours = stateful_model(keras_lstm.LSTM)
     ours.set_weights(theirs.get_weights())
     first = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
     second = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
