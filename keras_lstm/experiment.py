@@ -7,7 +7,6 @@ import datetime
 import json
 import math
 import os
-import shutil
 import time
 
 import keras
@@ -210,12 +209,21 @@ def run(config: TrainConfig, task: Task, variant: str, run_dir: str, argv) -> di
     """Trains one variant in `run_dir` (new or resumed) and returns its metrics."""
     state_path = os.path.join(run_dir, CHECKPOINT, "state.json")
     metrics_path = os.path.join(run_dir, "metrics.json")
-    if config.resume and os.path.isfile(metrics_path):
-        with open(metrics_path) as f:
-            return json.load(f)
+    state = None
     if config.resume and os.path.isfile(state_path):
         with open(state_path) as f:
             state = json.load(f)
+    if config.resume and os.path.isfile(metrics_path):
+        with open(metrics_path) as f:
+            metrics = json.load(f)
+        if state is None or state["epoch"] >= config.epochs:
+            print(
+                f"{run_dir} finished {metrics['epochs_run']} epochs already; "
+                "a larger --epochs trains on"
+            )
+            return metrics
+    if state is not None:
+        # A finished run asked for more epochs, or an interrupted one, goes on.
         # A new seed per resumption, so that resumed epochs get their own order.
         keras.utils.set_random_seed(config.seed + state["epoch"])
         model = keras.saving.load_model(os.path.join(run_dir, CHECKPOINT, "last.keras"))
@@ -277,8 +285,6 @@ def run(config: TrainConfig, task: Task, variant: str, run_dir: str, argv) -> di
     metrics = final_metrics(config, task, variant, state)
     write_final_metrics(run_dir, metrics, step=state["epoch"])
     _write_json(metrics, metrics_path)
-    # Finished: best.keras is what is kept; the resume point is no longer needed.
-    shutil.rmtree(os.path.join(run_dir, CHECKPOINT), ignore_errors=True)
     return metrics
 
 

@@ -642,3 +642,18 @@ def test_text_model_loads_in_a_fresh_process_after_import_keras_lstm(cli_runs):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "lstm_1" in result.stdout
+
+
+def test_resume_with_more_epochs_trains_a_finished_run_on(tmp_path, capsys):
+    logdir = tmp_path / "logs"
+    args = ["--logdir", logdir, "--seq-len", 6, "--run-name", "r", *TINY]
+    assert _main([*args, "--epochs", 1]) == 0
+    assert _main([*args, "--epochs", 1, "--resume"]) == 0
+    assert "finished 1 epochs already" in capsys.readouterr().out
+    assert _main([*args, "--epochs", 3, "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "Epoch 2/3" in out and "Epoch 1/3" not in out
+    metrics = json.loads((logdir / "r" / "metrics.json").read_text())
+    assert metrics["epochs_run"] == 3
+    train = load(logdir / "r" / "train")
+    assert steps(train, "epoch_loss") == [0, 1, 2]
