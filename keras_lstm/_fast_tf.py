@@ -1,34 +1,41 @@
-"""A fast LSTM sequence loop for the TensorFlow backend (CPU).
+"""A compiled LSTM sequence loop for the TensorFlow backend, for every variant.
 
 `keras.layers.LSTM` without cuDNN runs `keras.backend.rnn`: a `tf.while_loop` that
 computes `x_t @ kernel` at every step and whose gradient is TensorFlow's generic
-while-loop gradient, which accumulates the weight gradients one small matmul per step.
-On a CPU the time goes to per-step overhead and to small matmuls that cannot keep
-two cores busy, not to arithmetic. Here:
+while-loop gradient, one small matmul per step for each weight gradient. Here the
+loop calls the cell's own equations (`LSTMCell.step`, for any variant and
+activation), and the work around it is reorganised:
 
-- the batch is split in two halves, two independent chains: each runs its own
-  XLA-compiled loop, and TensorFlow runs the two concurrently. XLA runs a loop's
-  small matmuls (batch x 128 @ 128 x 512) on one core, so a single loop leaves the
-  second core idle;
-- within a chain, one XLA computation does the input projections of all steps in one
-  matmul, `x @ kernel + bias` over `(time * batch, input_dim)`, then the loop, which
-  does only `h @ recurrent_kernel` and the gate math per step;
-- the backward pass is written by hand (`tf.custom_gradient`), one XLA computation per
-  chain: the step-independent factors of the gate derivatives for all steps at once,
-  one loop backwards over time that produces `dz` per step, then the weight and bias
-  gradients as one matmul each over all steps. The input gradient, also one matmul,
-  is left outside XLA, so that TensorFlow drops it when nothing needs it (the first
-  layer of a model);
-- when no gradient tape is recording (`predict`, `evaluate`), the forward keeps no
-  gates for the backward: a gradient asked for anyway (`tf.gradients`) runs the
-  forward once more to get them.
+- the input projections of all steps are one matmul, `x @ kernel` over
+  `(batch * time, input_dim)`, outside the loop; TensorFlow differentiates it, so
+  `dx` and `d kernel` are one matmul each too;
+- the recurrence runs in chunks of `CHUNK` steps. A chunk is one XLA computation,
+  a while loop whose trip count is a runtime value, so one compiled chunk serves
+  every sequence length: the time axis is padded to a whole number of chunks and
+  the last chunk runs only its real steps. An uncompiled `tf.while_loop` walks
+  over the chunks;
+- the batch is split into chains, one per core, that run concurrently (XLA runs a
+  loop's small matmuls on one core). Where the batch size is only known at run time,
+  each chain's rows are padded up to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ...,
+  so that a new batch size compiles a chunk at most once per bucket;
+- the backward pass is written per step: it differentiates `LSTMCell.step` alone
+  (automatically, inside the compiled backward chunk, from the saved states), and
+  collects `d W` as one matmul per chunk instead of one per step.
 
-Inside the XLA computations the columns of the weights are reordered from Keras's
-(i, f, g, o) to (i, f, o, g), so that each step applies one sigmoid and one tanh.
-TensorFlow only.
+Under nested gradient tapes or forward-mode autodiff (gradient penalties,
+Hessian-vector products, `tf.autodiff.ForwardAccumulator`), the gradient itself is
+differentiated: it is then computed from an uncompiled loop over the same
+equations, which TensorFlow can differentiate to any order.
+
+Gates travel packed as one tensor, in the order of `keras_lstm.GATES`:
+`[i | f | o | g | c | h]`, each `units` wide. Weight columns stay in Keras's order
+(i, f, g, o) throughout; only `LSTMCell.step` slices them.
 """
 
 from __future__ import annotations
+
+import functools
+import os
 
 import tensorflow as tf
 
@@ -41,275 +48,438 @@ except ImportError:
         return True
 
 
-# One chain per core of the 2-core CPU this was measured on (more chains were not
-# faster there); not tuned for larger machines.
-_CHAINS = 2
+try:
+    # How tf.function itself finds tangents of forward-mode accumulators.
+    from tensorflow.python.eager.forwardprop_util import pack_tangents
+
+    def _has_tangents(tensors):
+        return bool(pack_tangents(tensors).indices)
+except ImportError:
+
+    def _has_tangents(tensors):
+        return could_possibly_record()
 
 
-def _reorder_gates(w):
-    """Columns (i, f, g, o) -> (i, f, o, g) along the last axis."""
-    i, f, g, o = tf.split(w, 4, axis=-1)
-    return tf.concat([i, f, o, g], axis=-1)
+# Steps per compiled chunk. The loop over chunks costs about one chunk launch
+# (tens of microseconds) per CHUNK steps; a padded step costs memory, not compute.
+CHUNK = 32
+
+# Rows per chain: powers of two and 1.5 times them.
+_ROW_BUCKETS = sorted({b for p in range(21) for b in (2**p, 3 * 2**p // 2) if b})
+
+# Fewer rows than this per chain are not worth a core of their own.
+_MIN_ROWS_PER_CHAIN = 8
 
 
-def _restore_gates(w):
-    """Columns (i, f, o, g) -> (i, f, g, o) along the last axis."""
-    i, f, o, g = tf.split(w, 4, axis=-1)
-    return tf.concat([i, f, g, o], axis=-1)
+def _cores() -> int:
+    """Chains that can run at once: the cores this process may use, capped by
+    TensorFlow's thread settings when they are set."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    for limit in (
+        tf.config.threading.get_inter_op_parallelism_threads(),
+        tf.config.threading.get_intra_op_parallelism_threads(),
+    ):
+        if limit:
+            cores = min(cores, limit)
+    return max(1, cores)
 
 
-def _time_major(a, go_backwards):
-    """(batch, time, ...) -> (time, batch, ...) in processing order."""
-    a = tf.transpose(a, [1, 0, 2])
-    return tf.reverse(a, [0]) if go_backwards else a
+def _chain_layout(batch):
+    """(chains, rows per chain) for a batch size, a Python int or a scalar tensor.
 
-
-def _forward(
-    x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards, keep_gates=True
-):
-    """Runs the recurrence of one chain.
-
-    Args: x (batch, time, input_dim); h0, c0 (batch, u); kernel, recurrent_kernel,
-    bias in Keras's gate order; mask (batch, time) float or None.
-    Returns hs, cs (time, batch, u), the carried states in processing order, and
-    gates (time, batch, 4u), the activated i, f, o, g (None unless keep_gates).
+    A batch size fixed in a graph is split evenly (the last chain may have a row of
+    padding); in eager calls, or known only at run time, it is rounded up to a
+    bucket, so that a new batch size compiles at most once per bucket.
     """
-    units = recurrent_kernel.shape[0]
-    x = _time_major(x, go_backwards)
-    steps, batch = tf.shape(x)[0], tf.shape(x)[1]
-    xz = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), _reorder_gates(kernel))
-    xz = tf.reshape(xz + _reorder_gates(bias), [steps, batch, 4 * units])
-    recurrent_kernel = _reorder_gates(recurrent_kernel)
-    xz_ta = tf.TensorArray(xz.dtype, size=steps).unstack(xz)
-    mask_ta = None
-    if mask is not None:
-        mask = _time_major(mask[:, :, None], go_backwards)
-        mask_ta = tf.TensorArray(mask.dtype, size=steps).unstack(mask)
+    cores = _cores()
+    if isinstance(batch, int) and tf.executing_eagerly():
+        batch = tf.constant(batch)
+    if isinstance(batch, int):
+        chains = max(1, min(cores, batch // _MIN_ROWS_PER_CHAIN))
+        return chains, -(-batch // chains)
+    buckets = tf.constant(_ROW_BUCKETS, tf.int32)
+    rows = -(-batch // cores)
+    return cores, tf.gather(buckets, tf.searchsorted(buckets, rows[None]))[0]
 
-    def body(t, h, c, hs, cs, gs):
-        z = xz_ta.read(t) + tf.matmul(h, recurrent_kernel)
-        sig, g = tf.split(z, [3 * units, units], axis=1)
-        sig = tf.sigmoid(sig)
-        g = tf.tanh(g)
-        i, f, o = tf.split(sig, 3, axis=1)
-        c_new = f * c + i * g
-        h_new = o * tf.tanh(c_new)
-        if mask_ta is not None:
-            # Masked steps carry the states through (keras.backend.rnn).
-            m = mask_ta.read(t)
-            c_new = c + m * (c_new - c)
-            h_new = h + m * (h_new - h)
-        gates = tf.concat([sig, g], axis=1)
-        return (
-            t + 1,
-            h_new,
-            c_new,
-            hs.write(t, h_new),
-            cs.write(t, c_new),
-            gs.write(t, gates) if keep_gates else gs,
+
+class _Loops:
+    """The compiled chunks for one set of equations (a cell's configuration)."""
+
+    def __init__(self, cell):
+        self.cell = cell
+        self.forward_chunk = tf.function(
+            self._forward_chunk, jit_compile=True, autograph=False
+        )
+        self.backward_chunk = tf.function(
+            self._backward_chunk, jit_compile=True, autograph=False
         )
 
-    arrays = [tf.TensorArray(xz.dtype, size=steps) for _ in range(3)]
-    _, _, _, hs, cs, gs = tf.while_loop(
-        lambda t, *_: t < steps,
-        body,
-        (tf.constant(0), h0, c0, *arrays),
-        parallel_iterations=1,
+    def _forward_chunk(self, ux, h, c, mask, n, recurrent_kernel, weights, keep):
+        """Runs `n` <= CHUNK steps.
+
+        Args: ux (CHUNK, b, 4u), the input projections; h, c (b, u); mask
+        (CHUNK, b, 1) bool or None; recurrent_kernel (u, 4u); weights, the
+        tensors `LSTMCell.step` uses; keep, which per-step values to return, a
+        subset of ("h", "c", "gates"): inference keeps only what it reads.
+        Returns {"h": hs, "c": cs} (CHUNK, b, u), the states carried after each
+        step (the previous ones at a masked step), and "gates" (CHUNK, b, 6u)
+        packed, for those in `keep`, each with zeros from row n on; and h, c
+        after step n.
+        """
+        step = self.cell.step
+
+        def body(t, h, c, arrays):
+            i, f, g, o, c_t, h_t = step(
+                ux[t], tf.matmul(h, recurrent_kernel), c, weights
+            )
+            values = {"gates": lambda: tf.concat([i, f, o, g, c_t, h_t], axis=-1)}
+            if mask is not None:
+                # A masked step carries the states through (keras.backend.rnn).
+                h_t = tf.where(mask[t], h_t, h)
+                c_t = tf.where(mask[t], c_t, c)
+            values.update(h=lambda: h_t, c=lambda: c_t)
+            arrays = {k: a.write(t, values[k]()) for k, a in arrays.items()}
+            return t + 1, h_t, c_t, arrays
+
+        arrays = {k: tf.TensorArray(ux.dtype, size=CHUNK) for k in keep}
+        _, h, c, arrays = tf.while_loop(
+            lambda t, *_: t < n,
+            body,
+            (tf.constant(0), h, c, arrays),
+            maximum_iterations=CHUNK,
+        )
+        return {k: a.stack() for k, a in arrays.items()}, h, c
+
+    def _backward_chunk(
+        self, ux, hs, cs, h_in, c_in, mask, n, dhs, dh, dc, recurrent_kernel, weights
+    ):
+        """The gradient of one chunk, from its last real step back to its first.
+
+        Per step t, with m_t the mask (1 without one):
+            dh_t += dhs_t                                the output's gradient
+            d ux_t, d wh_t, dc_{t-1}, d weights_t = VJP of LSTMCell.step at
+                (ux_t, h_{t-1} @ W, c_{t-1}) applied to (m_t dh_t, m_t dc_t)
+            dh_{t-1} = d wh_t @ W^T + (1 - m_t) dh_t
+            dc_{t-1} += (1 - m_t) dc_t
+        and d W = sum over t of h_{t-1}^T d wh_t, one matmul for the chunk.
+
+        Args: as `_forward_chunk`, plus hs, cs its outputs, h_in, c_in the states
+        before the chunk, dhs (CHUNK, b, u) the gradient of hs, dh, dc that of the
+        states after step n.
+        Returns d ux (CHUNK, b, 4u), d W, d weights, dh and dc before the chunk.
+        """
+        step = self.cell.step
+        units = recurrent_kernel.shape[0]
+        h_prev = tf.concat([h_in[None], hs[:-1]], axis=0)  # (CHUNK, b, u)
+        c_prev = tf.concat([c_in[None], cs[:-1]], axis=0)
+        h_prev_rows = tf.reshape(h_prev, [-1, units])
+        wh = tf.reshape(tf.matmul(h_prev_rows, recurrent_kernel), tf.shape(ux))
+        recurrent_kernel_t = tf.transpose(recurrent_kernel)
+        names = sorted(weights)
+
+        def body(t, dh, dc, d_ux, d_wh, d_weights):
+            dh = dh + dhs[t]
+            ux_t, wh_t, c_prev_t = ux[t], wh[t], c_prev[t]
+            values = [weights[name] for name in names]
+            with tf.GradientTape() as tape:
+                tape.watch([ux_t, wh_t, c_prev_t, *values])
+                *_, c_t, h_t = step(ux_t, wh_t, c_prev_t, dict(zip(names, values)))
+            dh_t, dc_t = dh, dc
+            if mask is not None:
+                m = tf.cast(mask[t], dh.dtype)
+                dh_t, dc_t = m * dh, m * dc
+            d_ux_t, d_wh_t, dc_prev, *d_values = tape.gradient(
+                [h_t, c_t],
+                [ux_t, wh_t, c_prev_t, *values],
+                output_gradients=[dh_t, dc_t],
+                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            )
+            dh_prev = tf.matmul(d_wh_t, recurrent_kernel_t)
+            if mask is not None:
+                dh_prev += dh - dh_t
+                dc_prev += dc - dc_t
+            return (
+                t - 1,
+                dh_prev,
+                dc_prev,
+                d_ux.write(t, d_ux_t),
+                d_wh.write(t, d_wh_t),
+                [a + b for a, b in zip(d_weights, d_values, strict=True)],
+            )
+
+        d_ux, d_wh = (tf.TensorArray(ux.dtype, size=CHUNK) for _ in range(2))
+        zeros = [tf.zeros_like(weights[name]) for name in names]
+        _, dh, dc, d_ux, d_wh, d_values = tf.while_loop(
+            lambda t, *_: t >= 0,
+            body,
+            (n - 1, dh, dc, d_ux, d_wh, zeros),
+            maximum_iterations=CHUNK,
+        )
+        d_wh = tf.reshape(d_wh.stack(), [-1, 4 * units])
+        d_recurrent = tf.matmul(h_prev_rows, d_wh, transpose_a=True)
+        return d_ux.stack(), d_recurrent, dict(zip(names, d_values)), dh, dc
+
+
+_LOOPS: dict = {}
+
+
+def _loops_for(cell) -> _Loops:
+    """One `_Loops` per configuration of the equations, shared by every layer that
+    has it, so that a compiled chunk is reused (both directions of a
+    `Bidirectional`, a rebuilt model)."""
+    config = cell.get_config()
+    key = tuple(
+        (k, repr(config[k]))
+        for k in ("units", "variant", "use_bias", "activation", "recurrent_activation")
     )
-    return hs.stack(), cs.stack(), gs.stack() if keep_gates else None
+    if key not in _LOOPS:
+        # A cell of its own: it holds the configuration and no weights. Made
+        # outside any graph being traced (it owns a dropout seed variable).
+        with tf.init_scope():
+            _LOOPS[key] = _Loops(type(cell).from_config(config))
+    return _LOOPS[key]
 
 
-def _backward(
-    dhs, dc_last, x, h0, c0, kernel, recurrent_kernel, hs, cs, gates, mask, go_backwards
-):
-    """The gradient of one chain.
+def _chunked(a, steps_padded):
+    """(time, b, ...) -> (chunks, CHUNK, b, ...), zeros after the last step."""
+    a = tf.pad(a, [[0, steps_padded - tf.shape(a)[0]]] + [[0, 0]] * (a.shape.rank - 1))
+    return tf.reshape(a, tf.concat([[-1, CHUNK], tf.shape(a)[1:]], axis=0))
 
-    With s_t = dc_t + dh_t * a_t (the gradient reaching the new cell state):
-        dz_t = [s_t, s_t, dh_t, s_t] * p_t                    (i, f, o, g)
-        dc_{t-1} = s_t * f_carry_t + dc_t * keep_t
-        dh_{t-1} = dz_t @ recurrent_kernel^T + dh_t * keep_t + dhs_{t-1}
-    where a_t, p_t, f_carry_t, keep_t are computed for all steps at once before the
-    loop (they do not depend on the gradient) and keep_t = 1 - mask_t (None without
-    a mask).
-    Returns dz (time * batch, 4u) in (i, f, o, g) order, from which the input
-    gradient follows, and the gradients of h0, c0, kernel, recurrent_kernel and bias.
+
+def _unchunked(a, steps):
+    """(chunks, CHUNK, b, ...) -> (steps, b, ...)."""
+    return tf.reshape(a, tf.concat([[-1], tf.shape(a)[2:]], axis=0))[:steps]
+
+
+def _run_chunks(loops, ux, h, c, mask, steps, recurrent_kernel, weights, keep):
+    """The forward loop over chunks of one chain: ux (chunks, CHUNK, b, 4u).
+
+    Returns {name: (chunks, CHUNK, b, ...)} for the names in `keep` (see
+    `_Loops._forward_chunk`), and h, c after the last step.
     """
-    units = recurrent_kernel.shape[0]
-    steps = tf.shape(hs)[0]
-    c_prev = tf.concat([c0[None], cs[:-1]], axis=0)
-    h_prev = tf.concat([h0[None], hs[:-1]], axis=0)
-    i, f, o, g = tf.split(gates, 4, axis=2)
-    if mask is None:
-        tanh_c = tf.tanh(cs)
-    else:
-        # cs holds the carried state; the step's own cell state is needed.
-        tanh_c = tf.tanh(f * c_prev + i * g)
-    coef_a = o * (1.0 - tanh_c * tanh_c)
-    coef_p = tf.concat(
-        [g * i * (1.0 - i), c_prev * f * (1.0 - f), tanh_c * o * (1.0 - o)]
-        + [i * (1.0 - g * g)],
-        axis=2,
+    chunks = tf.shape(ux)[0]
+
+    def body(j, h_in, c_in, arrays):
+        n = tf.minimum(CHUNK, steps - j * CHUNK)
+        m = None if mask is None else mask[j]
+        values, h, c = loops.forward_chunk(
+            ux[j], h_in, c_in, m, n, recurrent_kernel, weights, keep
+        )
+        # A trace made for other shapes may have been reused: keep the static ones.
+        h.set_shape(h_in.shape)
+        c.set_shape(c_in.shape)
+        return j + 1, h, c, {k: a.write(j, values[k]) for k, a in arrays.items()}
+
+    arrays = {k: tf.TensorArray(ux.dtype, size=chunks) for k in keep}
+    _, h, c, arrays = tf.while_loop(
+        lambda j, *_: j < chunks, body, (tf.constant(0), h, c, arrays)
     )
-    arrays = [dhs, coef_a, coef_p, f]
-    if mask is not None:
-        mask = _time_major(mask[:, :, None], go_backwards)
-        arrays[2:] = [coef_p * mask, f * mask, 1.0 - mask]
-    tas = [tf.TensorArray(a.dtype, size=steps).unstack(a) for a in arrays]
-    rt = tf.transpose(_reorder_gates(recurrent_kernel))
+    return {k: a.stack() for k, a in arrays.items()}, h, c
 
-    def body(t, dh, dc, dz_ta):
-        dh = dh + tas[0].read(t)
-        s = dc + dh * tas[1].read(t)
-        dz = tf.concat([s, s, dh, s], axis=1) * tas[2].read(t)
-        dc_prev = s * tas[3].read(t)
-        dh_prev = tf.matmul(dz, rt)
-        if mask is not None:
-            keep = tas[4].read(t)
-            dc_prev = dc_prev + dc * keep
-            dh_prev = dh_prev + dh * keep
-        return t - 1, dh_prev, dc_prev, dz_ta.write(t, dz)
 
-    _, dh0, dc0, dz = tf.while_loop(
-        lambda t, *_: t >= 0,
+def _grad_chunks(loops, ux, hs, cs, h0, c0, mask, steps, dhs, dc, recurrent_kernel, w):
+    """The backward loop over chunks of one chain, from the last to the first."""
+    chunks = tf.shape(ux)[0]
+    h_in = tf.concat([h0[None], hs[:-1, -1]], axis=0)  # (chunks, b, u)
+    c_in = tf.concat([c0[None], cs[:-1, -1]], axis=0)
+    names = sorted(w)
+
+    def body(j, dh_out, dc_out, d_ux, d_recurrent, d_values):
+        n = tf.minimum(CHUNK, steps - j * CHUNK)
+        m = None if mask is None else mask[j]
+        d_ux_j, d_recurrent_j, d_w, dh, dc = loops.backward_chunk(
+            ux[j], hs[j], cs[j], h_in[j], c_in[j], m, n, dhs[j], dh_out, dc_out,
+            recurrent_kernel, w,
+        )  # fmt: skip
+        dh.set_shape(dh_out.shape)
+        dc.set_shape(dc_out.shape)
+        d_values = [a + d_w[name] for a, name in zip(d_values, names, strict=True)]
+        return (
+            j - 1,
+            dh,
+            dc,
+            d_ux.write(j, d_ux_j),
+            d_recurrent + d_recurrent_j,
+            d_values,
+        )
+
+    _, dh, dc, d_ux, d_recurrent, d_values = tf.while_loop(
+        lambda j, *_: j >= 0,
         body,
-        (steps - 1, tf.zeros_like(dc_last), dc_last, tf.TensorArray(dhs.dtype, steps)),
-        parallel_iterations=1,
+        (
+            chunks - 1,
+            tf.zeros_like(h0),
+            dc,
+            tf.TensorArray(ux.dtype, size=chunks),
+            tf.zeros_like(recurrent_kernel),
+            [tf.zeros_like(w[name]) for name in names],
+        ),
     )
-    # All steps at once: (time * batch, 4u) against (time * batch, u or input_dim).
-    dz = tf.reshape(dz.stack(), [-1, 4 * units])
-    xt = _time_major(x, go_backwards)
-    input_dim = x.shape[-1]
-    d_recurrent = tf.matmul(tf.reshape(h_prev, [-1, units]), dz, transpose_a=True)
-    d_kernel = tf.matmul(tf.reshape(xt, [-1, input_dim]), dz, transpose_a=True)
-    d_bias = tf.reduce_sum(dz, axis=0)
-    return (
-        dz,
-        dh0,
-        dc0,
-        _restore_gates(d_kernel),
-        _restore_gates(d_recurrent),
-        _restore_gates(d_bias),
+    return d_ux.stack(), dh, dc, d_recurrent, dict(zip(names, d_values))
+
+
+def _reference_loop(cell, ux, h, c, mask, recurrent_kernel, weights):
+    """The recurrence as a plain `tf.while_loop`, differentiable to any order.
+
+    Takes and returns the same tensors as `_run_chunks`, with time flat:
+    ux (time, b, 4u) -> hs, cs (time, b, u), c after the last step.
+    """
+    steps = tf.shape(ux)[0]
+
+    def body(t, h, c, hs, cs):
+        *_, c_t, h_t = cell.step(ux[t], tf.matmul(h, recurrent_kernel), c, weights)
+        if mask is not None:
+            h_t = tf.where(mask[t], h_t, h)
+            c_t = tf.where(mask[t], c_t, c)
+        return t + 1, h_t, c_t, hs.write(t, h_t), cs.write(t, c_t)
+
+    arrays = [tf.TensorArray(ux.dtype, size=steps) for _ in range(2)]
+    _, _, c, hs, cs = tf.while_loop(
+        lambda t, *_: t < steps, body, (tf.constant(0), h, c, *arrays)
     )
+    return hs.stack(), cs.stack(), c
 
 
-_forward_xla = tf.function(_forward, jit_compile=True, autograph=False)
-_backward_xla = tf.function(_backward, jit_compile=True, autograph=False)
+def _chain(loops, ux, h0, c0, mask, steps, recurrent_kernel, weights, last_only):
+    """hs (time, b, u), h_T and c_T of one chain, with their gradient.
 
-
-def _chain(x, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
-    """hs (time, batch, u) and c_T (batch, u) of one chain, with its gradient."""
+    ux (time, b, 4u) in processing order; mask (time, b, 1) bool or None. With
+    `last_only` and no gradient tape recording, hs is None: nothing per step is
+    kept (a `tf.gradients` asked for anyway runs the forward again).
+    """
+    names = sorted(weights)
+    if _has_tangents([ux, h0, c0, recurrent_kernel, *weights.values()]):
+        # Forward-mode autodiff (tf.autodiff.ForwardAccumulator) differentiates
+        # the loop itself.
+        hs, _, c_last = _reference_loop(
+            loops.cell, ux, h0, c0, mask, recurrent_kernel, weights
+        )
+        return hs, hs[-1], c_last
+    steps_padded = -(-steps // CHUNK) * CHUNK
+    mask_chunks = None if mask is None else _chunked(mask, steps_padded)
 
     @tf.custom_gradient
-    def run(x, h0, c0, kernel, recurrent_kernel, bias):
-        # Hidden from any enclosing tape: otherwise TensorFlow builds the forward loop
-        # with gradient accumulators, which XLA rejects and which are never used.
-        args = [tf.stop_gradient(a) for a in (x, h0, c0, kernel, recurrent_kernel)]
-        bias = tf.stop_gradient(bias)
-        keep_gates = could_possibly_record()
-        hs, cs, gates = _forward_xla(*args, bias, mask, go_backwards, keep_gates)
+    def run(ux, h0, c0, recurrent_kernel, *values):
+        w = dict(zip(names, values))
+        # Hidden from any enclosing tape: otherwise TensorFlow builds the loops with
+        # gradient accumulators, which XLA rejects and which are never used.
+        args = [tf.stop_gradient(a) for a in (ux, h0, c0, recurrent_kernel, *values)]
+        ux_s, h0_s, c0_s, rk_s, *values_s = args
+        w_s = dict(zip(names, values_s))
+        ux_chunks = _chunked(ux_s, steps_padded)
+        run_chunks = functools.partial(
+            _run_chunks, loops, ux_chunks, h0_s, c0_s, mask_chunks, steps, rk_s, w_s
+        )
+        keep = () if last_only and not could_possibly_record() else ("h", "c")
+        saved, h_last, c_last = run_chunks(keep)
 
-        def grad(dhs, dc_last):
-            if dhs is None:
-                dhs = tf.zeros_like(hs)
-            if dc_last is None:
-                dc_last = tf.zeros_like(c0)
-            saved_gates = gates
-            if saved_gates is None:
-                _, _, saved_gates = _forward_xla(*args, bias, mask, go_backwards)
-            dz, *grads = _backward_xla(
-                dhs, dc_last, *args, hs, cs, saved_gates, mask, go_backwards
-            )
-            dx = tf.matmul(dz, _reorder_gates(args[3]), transpose_b=True)
-            dx = tf.reshape(dx, [tf.shape(hs)[0], tf.shape(hs)[1], x.shape[-1]])
-            if go_backwards:
-                dx = tf.reverse(dx, [0])
-            return (tf.transpose(dx, [1, 0, 2]), *grads)
+        def grad(dhs, dh_last, dc_last):
+            if dhs is None or not keep:
+                dhs = tf.zeros_like(ux[..., : h0.shape[-1]])
+            dh_last = tf.zeros_like(h0) if dh_last is None else dh_last
+            dc_last = tf.zeros_like(c0) if dc_last is None else dc_last
+            # h_T is the carried h after the last step.
+            dhs = tf.tensor_scatter_nd_add(dhs, [[steps - 1]], dh_last[None])
+            if could_possibly_record():
+                # The gradient is itself being differentiated.
+                with tf.GradientTape() as tape:
+                    tape.watch([ux, h0, c0, recurrent_kernel, *values])
+                    hs_r, _, c_r = _reference_loop(
+                        loops.cell, ux, h0, c0, mask, recurrent_kernel, w
+                    )
+                return tape.gradient(
+                    [hs_r, c_r],
+                    [ux, h0, c0, recurrent_kernel, *values],
+                    output_gradients=[dhs, dc_last],
+                    unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
+            states = saved if keep else run_chunks(("h", "c"))[0]
+            d_ux, dh0, dc0, d_recurrent, d_w = _grad_chunks(
+                loops, ux_chunks, states["h"], states["c"], h0_s, c0_s, mask_chunks,
+                steps, _chunked(dhs, steps_padded), dc_last, rk_s, w_s,
+            )  # fmt: skip
+            d_ux = _unchunked(d_ux, steps)
+            return [d_ux, dh0, dc0, d_recurrent, *(d_w[name] for name in names)]
 
-        return (hs, cs[-1]), grad
+        hs = _unchunked(saved["h"], steps) if keep else tf.zeros([0])
+        return (hs, h_last, c_last), grad
 
-    return run(x, h0, c0, kernel, recurrent_kernel, bias)
+    return run(ux, h0, c0, recurrent_kernel, *(weights[name] for name in names))
 
 
-def _cast_all(inputs, h0, c0, kernel, recurrent_kernel, bias, mask):
-    """Everything in the dtype of `inputs`; a zero bias for None; mask (batch, time)."""
+def _prepare(inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards):
+    """Casts, the input projections and the time-major layout shared by both entry
+    points. Returns ux (time, batch, 4u), h0, c0, recurrent_kernel, weights and
+    mask (time, batch, 1) bool or None, in processing order."""
     inputs = tf.convert_to_tensor(inputs)
     dtype = inputs.dtype
-    h0, c0, kernel, recurrent_kernel = (
-        tf.cast(a, dtype) for a in (h0, c0, kernel, recurrent_kernel)
+    kernel, recurrent_kernel, h0, c0 = (
+        tf.cast(a, dtype) for a in (kernel, recurrent_kernel, h0, c0)
     )
-    if bias is None:
-        bias = tf.zeros([recurrent_kernel.shape[1]], dtype)
-    bias = tf.cast(bias, dtype)
+    weights = {name: tf.cast(value, dtype) for name, value in weights.items()}
+    x = tf.transpose(inputs, [1, 0, 2])  # (time, batch, input_dim)
+    if go_backwards:
+        x = tf.reverse(x, [0])
+    ux = tf.tensordot(x, kernel, axes=1)  # (time, batch, 4u), one matmul
     if mask is not None:
-        mask = tf.cast(tf.reshape(mask, tf.shape(inputs)[:2]), dtype)
-    return inputs, h0, c0, kernel, recurrent_kernel, bias, mask
+        mask = tf.cast(tf.reshape(mask, tf.shape(inputs)[:2]), tf.bool)
+        mask = tf.transpose(mask)[:, :, None]
+        if go_backwards:
+            mask = tf.reverse(mask, [0])
+    return ux, h0, c0, recurrent_kernel, weights, mask
 
 
-def _chain_sizes(inputs):
-    batch = tf.shape(inputs)[0]
-    return tf.stack([batch - batch // _CHAINS, batch // _CHAINS])
+def _split_chains(batch, *tensors):
+    """Splits (time, batch, ...) or (batch, ...) tensors into chains along batch.
 
-
-def lstm_gates(
-    inputs: tf.Tensor,
-    h0: tf.Tensor,
-    c0: tf.Tensor,
-    kernel: tf.Tensor,
-    recurrent_kernel: tf.Tensor,
-    bias: tf.Tensor | None,
-    mask: tf.Tensor | None = None,
-    go_backwards: bool = False,
-) -> tf.Tensor:
-    """The forward pass of `lstm_sequence`, with every gate of every step.
-
-    Returns:
-        (time, batch, 6*units) in processing order: [i | f | g | o | c | h], the
-        gates computed at each step, then the states carried after it (at a
-        masked step, the previous ones). One tensor, so that it reaches NumPy in
-        one copy.
+    Returns (per-tensor lists of chain parts, the batch axis of each tensor).
+    A tensor of rank 2 has batch on axis 0; a higher rank, on axis 1.
     """
-    args = _cast_all(inputs, h0, c0, kernel, recurrent_kernel, bias, mask)
-    return _packed_gates(*args, go_backwards)
+    chains, rows = _chain_layout(batch)
+    padded = chains * rows
+    parts = []
+    for a in tensors:
+        if a is None:
+            parts.append([None] * chains)
+            continue
+        axis = 0 if a.shape.rank == 2 else 1
+        paddings = [[0, 0]] * a.shape.rank
+        paddings[axis] = [0, padded - batch]
+        parts.append(tf.split(tf.pad(a, paddings), chains, axis=axis))
+    return parts
 
 
-@tf.function(autograph=False)
-def _packed_gates(inputs, h0, c0, kernel, recurrent_kernel, bias, mask, go_backwards):
-    # A graph, so that the chains run concurrently also when called eagerly.
-    sizes = _chain_sizes(inputs)
-    parts = [tf.split(a, sizes) for a in (inputs, h0, c0)]
-    masks = [None] * _CHAINS if mask is None else tf.split(mask, sizes)
-    chains = [
-        _forward_xla(x, h, c, kernel, recurrent_kernel, bias, m, go_backwards)
-        for x, h, c, m in zip(*parts, masks, strict=True)
-    ]
-    # Each chain's outputs are (time, batch part, ...); gates in (i, f, o, g) order.
-    hs, cs, gates = (
-        tf.concat(outputs, axis=1) for outputs in zip(*chains, strict=True)
-    )
-    i, f, o, g = tf.split(gates, 4, axis=2)
-    return tf.concat([i, f, g, o, cs, hs], axis=2)
+def _batch_size(inputs):
+    static = inputs.shape[0]
+    return static if static is not None else tf.shape(inputs)[0]
 
 
 def lstm_sequence(
+    cell,
     inputs: tf.Tensor,
     h0: tf.Tensor,
     c0: tf.Tensor,
     kernel: tf.Tensor,
     recurrent_kernel: tf.Tensor,
-    bias: tf.Tensor | None,
+    weights: dict,
     mask: tf.Tensor | None = None,
     go_backwards: bool = False,
     zero_output_for_mask: bool = False,
     return_sequences: bool = True,
 ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
-    """Runs a standard LSTM over a sequence, like `keras.backend.rnn` with an LSTM cell.
+    """Runs `cell`'s equations over a sequence, like `keras.backend.rnn`.
 
     Args:
+        cell: The `keras_lstm.LSTMCell` whose equations (`step`) run.
         inputs: (batch, time, input_dim), a float tensor.
         h0, c0: initial states, (batch, units).
-        kernel: (input_dim, 4*units), recurrent_kernel: (units, 4*units), bias:
-            (4*units,) or None; gate columns in Keras order i, f, g (candidate), o.
-        mask: (batch, time) or (batch, time, 1), true/1 where a step is valid, or None.
+        kernel: (input_dim, 4*units), recurrent_kernel: (units, 4*units).
+        weights: the other tensors `cell.step` uses, by name
+            (`cell.step_weight_names()`).
+        mask: (batch, time) or (batch, time, 1), true where a step is valid, or None.
         go_backwards: process the time axis in reverse; outputs stay in processing
             order, as in Keras.
         zero_output_for_mask: masked steps output zeros instead of repeating the
@@ -321,40 +491,85 @@ def lstm_sequence(
         `(last_output, outputs, [h_T, c_T])`: the output of the last processed step
         (batch, units), the outputs (batch, time, units), and the final states.
     """
-    inputs, h0, c0, kernel, recurrent_kernel, bias, mask = _cast_all(
-        inputs, h0, c0, kernel, recurrent_kernel, bias, mask
+    ux, h0, c0, recurrent_kernel, weights, mask = _prepare(
+        inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
     )
-    dtype = inputs.dtype
-    units = recurrent_kernel.shape[0]
-    sizes = _chain_sizes(inputs)
-    parts = [tf.split(a, sizes) for a in (inputs, h0, c0)]
-    masks = [None] * _CHAINS if mask is None else tf.split(mask, sizes)
+    loops = _loops_for(cell)
+    batch = _batch_size(inputs)
+    steps = tf.shape(ux)[0]
+    parts = _split_chains(batch, ux, h0, c0, mask)
+    last_only = not return_sequences
     chains = [
-        _chain(x, h, c, kernel, recurrent_kernel, bias, m, go_backwards)
-        for x, h, c, m in zip(*parts, masks, strict=True)
+        _chain(loops, u, h, c, m, steps, recurrent_kernel, weights, last_only)
+        for u, h, c, m in zip(*parts, strict=True)
     ]
-    hs = tf.concat([hs for hs, _ in chains], axis=1)  # (time, batch, units)
-    c_last = tf.concat([c for _, c in chains], axis=0)
-    h_last = hs[-1]
-    if mask is None:
-        outputs = hs
-    else:
-        mask = _time_major(mask[:, :, None], go_backwards)
-        if zero_output_for_mask:
-            outputs = hs * mask
-        else:
-            # A masked step repeats the previous output, and the output before the
-            # first valid step is zeros (keras.backend.rnn): that is the carried h
-            # once any step has been valid, else zeros.
-            seen = tf.cast(tf.math.cumsum(mask, axis=0) > 0, dtype)
-            outputs = hs * seen
-    last_output = outputs[-1]
+    h_last = tf.concat([h for _, h, _ in chains], axis=0)[:batch]
+    c_last = tf.concat([c for _, _, c in chains], axis=0)[:batch]
+    units = recurrent_kernel.shape[0]
+    if mask is not None:
+        mask = tf.cast(mask, h_last.dtype)
+        # Keras's outputs under a mask: a masked step repeats the previous output,
+        # and the output before the first valid step is zeros (keras.backend.rnn),
+        # that is the carried h once any step has been valid, else zeros; with
+        # zero_output_for_mask, zeros at every masked step.
+        shown = mask if zero_output_for_mask else tf.math.cumsum(mask, axis=0) > 0
+        shown = tf.cast(shown, h_last.dtype)
     if return_sequences:
-        outputs = tf.transpose(outputs, [1, 0, 2])
+        outputs = tf.concat([hs for hs, _, _ in chains], axis=1)[:, :batch]
+        if mask is not None:
+            outputs *= shown
+        last_output = outputs[-1]
+        outputs = tf.transpose(outputs, [1, 0, 2])  # (batch, time, units)
         outputs.set_shape(inputs.shape[:2].concatenate([units]))
     else:
+        last_output = h_last if mask is None else h_last * shown[-1]
         outputs = last_output[:, None, :]
-    last_output.set_shape(inputs.shape[:1].concatenate([units]))
-    h_last.set_shape(last_output.shape)
-    c_last.set_shape(last_output.shape)
+    for a in (last_output, h_last, c_last):
+        a.set_shape(inputs.shape[:1].concatenate([units]))
     return last_output, outputs, [h_last, c_last]
+
+
+def lstm_gates(
+    cell,
+    inputs: tf.Tensor,
+    h0: tf.Tensor,
+    c0: tf.Tensor,
+    kernel: tf.Tensor,
+    recurrent_kernel: tf.Tensor,
+    weights: dict,
+    mask: tf.Tensor | None = None,
+    go_backwards: bool = False,
+) -> tf.Tensor:
+    """The forward pass of `lstm_sequence`, with every gate of every step.
+
+    Returns:
+        (time, batch, 6*units) in processing order: `[i | f | o | g | c | h]`
+        (`keras_lstm.GATES`), what each step computed, before a mask carries the
+        previous states through. One tensor, so that it reaches NumPy in one copy.
+    """
+    return _packed_gates(
+        _loops_for(cell), inputs, h0, c0, kernel, recurrent_kernel, weights, mask,
+        go_backwards,
+    )  # fmt: skip
+
+
+@tf.function(autograph=False, reduce_retracing=True)
+def _packed_gates(
+    loops, inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
+):
+    # A graph, so that the chains run concurrently also when called eagerly.
+    ux, h0, c0, recurrent_kernel, weights, mask = _prepare(
+        inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
+    )
+    batch = _batch_size(inputs)
+    steps = tf.shape(ux)[0]
+    steps_padded = -(-steps // CHUNK) * CHUNK
+    gates = []
+    for u, h, c, m in zip(*_split_chains(batch, ux, h0, c0, mask), strict=True):
+        m = None if m is None else _chunked(m, steps_padded)
+        saved, _, _ = _run_chunks(
+            loops, _chunked(u, steps_padded), h, c, m, steps, recurrent_kernel,
+            weights, keep=("gates",),
+        )  # fmt: skip
+        gates.append(_unchunked(saved["gates"], steps))
+    return tf.concat(gates, axis=1)[:, :batch]

@@ -155,11 +155,12 @@ class LSTM(keras.layers.RNN):
                 # The cell's mask for x_t, the same at every step.
                 sequences = sequences * cell.get_dropout_mask(sequences[:, 0])[:, None]
             return _fast_tf.lstm_sequence(
+                cell,
                 sequences,
                 *initial_state,
                 cell.kernel,
                 cell.recurrent_kernel,
-                cell.bias,
+                self._step_weights(),
                 mask=mask,
                 go_backwards=self.go_backwards,
                 zero_output_for_mask=self.zero_output_for_mask,
@@ -167,20 +168,22 @@ class LSTM(keras.layers.RNN):
             )
         return super().inner_loop(sequences, initial_state, mask, training=training)
 
+    def _step_weights(self):
+        return {
+            name: getattr(self.cell, name) for name in self.cell.step_weight_names()
+        }
+
     def _uses_fast_path(self, training) -> bool:
         """Whether the sequence runs through `_fast_tf` rather than the cell loop.
 
-        The fast path computes the standard equations with sigmoid and tanh on
-        the TensorFlow backend; anything else runs the cell step by step.
+        The compiled loop runs every variant and activation on the TensorFlow
+        backend; recurrent dropout in training and `unroll=True` run the cell
+        step by step, as Keras does.
         """
-        cell = self.cell
         return (
             keras.backend.backend() == "tensorflow"
-            and cell.variant == "standard"
-            and keras.activations.serialize(cell.activation) == "tanh"
-            and keras.activations.serialize(cell.recurrent_activation) == "sigmoid"
             and not self.unroll
-            and not (training and cell.recurrent_dropout > 0)
+            and not (training and self.cell.recurrent_dropout > 0)
         )
 
     def _recording_loop(self, sequences, initial_state, mask, training, fast):
@@ -190,21 +193,19 @@ class LSTM(keras.layers.RNN):
             from keras_lstm import _fast_tf
 
             packed = _fast_tf.lstm_gates(
+                cell,
                 sequences,
                 *initial_state,
                 cell.kernel,
                 cell.recurrent_kernel,
-                cell.bias,
+                self._step_weights(),
                 mask=mask,
                 go_backwards=self.go_backwards,
             )
-            # (time, batch, 6*units) = [i | f | g | o | c | h], in reading order.
-            names = ("input_gate", "forget_gate", "candidate", "output_gate")
-            names += ("cell_state", "hidden_state")
+            # (time, batch, 6*units) in GATES order, in reading order.
             packed = np.swapaxes(ops.convert_to_numpy(packed), 0, 1)
-            parts = np.split(packed, 6, axis=-1)
-            steps = dict(zip(names, parts, strict=True))
-            states = [steps["hidden_state"][:, -1], steps["cell_state"][:, -1]]
+            steps = dict(zip(GATES, np.split(packed, 6, axis=-1), strict=True))
+            states = None
         else:
             # Masked steps output zeros here, on every backend; they are filled
             # in below as the Keras loop fills them.
@@ -224,8 +225,15 @@ class LSTM(keras.layers.RNN):
             parts = np.split(ops.convert_to_numpy(packed), 6, axis=-1)
             steps = dict(zip(names, parts, strict=True))
         read_mask = None if mask is None else ops.convert_to_numpy(mask).astype(bool)
-        if read_mask is not None and self.go_backwards:
-            read_mask = read_mask[:, ::-1]
+        if read_mask is not None:
+            read_mask = read_mask.reshape(read_mask.shape[:2])
+            if self.go_backwards:
+                read_mask = read_mask[:, ::-1]
+        if states is None:
+            states = [
+                _final_state(steps[name], read_mask, ops.convert_to_numpy(initial))
+                for name, initial in zip(("hidden_state", "cell_state"), initial_state)
+            ]
         steps = {
             k: _as_loop_output(v, read_mask, self.zero_output_for_mask)
             for k, v in steps.items()
@@ -237,7 +245,7 @@ class LSTM(keras.layers.RNN):
         if mask is None:
             record["mask"] = np.ones(record["hidden_state"].shape[:2], dtype=bool)
         else:
-            record["mask"] = ops.convert_to_numpy(mask).astype(bool)
+            record["mask"] = read_mask[:, ::-1] if self.go_backwards else read_mask
         self._gate_record.append(record)
         outputs = steps["hidden_state"]
         if not self.return_sequences:
@@ -263,6 +271,19 @@ class LSTM(keras.layers.RNN):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _final_state(values, mask, initial):
+    """The state carried out of the loop: the last kept step's, else the initial one.
+
+    values: (batch, time, units) in reading order; mask (batch, time) or None.
+    """
+    if mask is None:
+        return values[:, -1]
+    time = np.arange(mask.shape[1])
+    last_kept = np.max(np.where(mask, time, -1), axis=1)
+    final = values[np.arange(len(values)), np.maximum(last_kept, 0)]
+    return np.where((last_kept >= 0)[:, None], final, initial).astype(values.dtype)
 
 
 def _as_loop_output(values, mask, zero_output_for_mask):

@@ -1,14 +1,16 @@
-"""The TensorFlow fast path against keras.layers.LSTM: outputs, states, gradients."""
+"""The compiled TensorFlow loop against keras.layers.LSTM and against the cell loop."""
 
 import keras
 import numpy as np
 import pytest
 
 if keras.backend.backend() != "tensorflow":
-    pytest.skip("TensorFlow fast path", allow_module_level=True)
+    pytest.skip("TensorFlow compiled loop", allow_module_level=True)
 
 import tensorflow as tf  # noqa: E402
 
+import keras_lstm  # noqa: E402
+from keras_lstm import _fast_tf  # noqa: E402
 from keras_lstm._fast_tf import lstm_sequence  # noqa: E402
 
 BATCH, TIME, FEATURES, UNITS = 3, 5, 4, 3
@@ -22,7 +24,7 @@ PADDED_MASK = np.array(
 )
 
 
-def _random(seed, use_bias=True):
+def _random(seed, use_bias=True, batch=BATCH, time=TIME):
     rng = np.random.default_rng(seed)
     weights = [
         rng.normal(size=(FEATURES, 4 * UNITS)),
@@ -31,14 +33,14 @@ def _random(seed, use_bias=True):
     if use_bias:
         weights.append(rng.normal(size=(4 * UNITS,)))
     weights = [w.astype("float32") * 0.5 for w in weights]
-    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
-    h0, c0 = (rng.normal(size=(BATCH, UNITS)).astype("float32") for _ in range(2))
+    x = rng.normal(size=(batch, time, FEATURES)).astype("float32")
+    h0, c0 = (rng.normal(size=(batch, UNITS)).astype("float32") for _ in range(2))
     # Random cotangents, so every output position and state counts differently.
     cotangents = [
-        rng.normal(size=(BATCH, TIME, UNITS)).astype("float32"),
-        rng.normal(size=(BATCH, UNITS)).astype("float32"),
-        rng.normal(size=(BATCH, UNITS)).astype("float32"),
-        rng.normal(size=(BATCH, UNITS)).astype("float32"),
+        rng.normal(size=(batch, time, UNITS)).astype("float32"),
+        rng.normal(size=(batch, UNITS)).astype("float32"),
+        rng.normal(size=(batch, UNITS)).astype("float32"),
+        rng.normal(size=(batch, UNITS)).astype("float32"),
     ]
     return weights, x, h0, c0, cotangents
 
@@ -59,7 +61,7 @@ def _reference(weights, x, h0, c0, mask, cotangents, **options):
         use_cudnn=False,
         **options,
     )
-    layer.build((BATCH, TIME, FEATURES))
+    layer.build(x.shape)
     layer.set_weights(weights)
     variables = [layer.cell.kernel, layer.cell.recurrent_kernel]
     if len(weights) == 3:
@@ -74,32 +76,43 @@ def _reference(weights, x, h0, c0, mask, cotangents, **options):
     return [output, h, c], grads
 
 
+# Standard cells, made once: the compiled loop only reads their configuration.
+CELLS = {b: keras_lstm.LSTMCell(UNITS, use_bias=b == "1") for b in "01"}
+
+
+def _sequence(tensors, mask=None, **options):
+    """`lstm_sequence` of a standard cell on [x, h0, c0, kernel, rk(, bias)]."""
+    x, h0, c0, kernel, recurrent_kernel = tensors[:5]
+    use_bias = len(tensors) == 6
+    cell = CELLS["1" if use_bias else "0"]
+    weights = {"bias": tensors[5]} if use_bias else {}
+    return lstm_sequence(
+        cell, x, h0, c0, kernel, recurrent_kernel, weights, mask=mask, **options
+    )
+
+
 def _fast(weights, x, h0, c0, mask, cotangents, **options):
     tensors = [tf.constant(a) for a in [x, h0, c0] + weights]
     with tf.GradientTape() as tape:
         tape.watch(tensors)
-        x, h0, c0, kernel, recurrent_kernel = tensors[:5]
-        bias = tensors[5] if len(tensors) == 6 else None
-        last, outputs, (h, c) = lstm_sequence(
-            x, h0, c0, kernel, recurrent_kernel, bias, mask=mask, **options
-        )
+        last, outputs, (h, c) = _sequence(tensors, mask, **options)
         return_sequences = options["return_sequences"]
         loss = _loss(outputs, last, h, c, cotangents, return_sequences)
     grads = tape.gradient(loss, tensors)
     output = outputs if return_sequences else last
     if not return_sequences:
-        assert outputs.shape == (BATCH, 1, UNITS)
+        assert outputs.shape == (x.shape[0], 1, UNITS)
         np.testing.assert_allclose(outputs[:, 0], last, atol=0)
     return [output, h, c], grads
 
 
-def _compare(reference, fast):
+def _compare(reference, fast, tol=TOL):
     for expected, actual in zip(reference[0], fast[0], strict=True):
         assert actual.shape == expected.shape
-        np.testing.assert_allclose(actual, expected, atol=TOL, rtol=TOL)
+        np.testing.assert_allclose(actual, expected, atol=tol, rtol=tol)
     for expected, actual in zip(reference[1], fast[1], strict=True):
         assert actual is not None
-        np.testing.assert_allclose(actual, expected, atol=TOL, rtol=TOL)
+        np.testing.assert_allclose(actual, expected, atol=tol, rtol=tol)
 
 
 @pytest.mark.parametrize("return_sequences", [True, False])
@@ -133,6 +146,22 @@ def test_matches_keras_lstm_masked(
     )
 
 
+@pytest.mark.parametrize("time", [_fast_tf.CHUNK, _fast_tf.CHUNK + 1, 75])
+@pytest.mark.parametrize("batch", [1, 9, 17])
+def test_matches_keras_lstm_across_chunks_and_chains(time, batch):
+    # Sequences that fill one chunk exactly, spill into a second, or end inside a
+    # third; batches that split unevenly into chains.
+    weights, x, h0, c0, cotangents = _random(4, batch=batch, time=time)
+    rng = np.random.default_rng(5)
+    mask = tf.constant(rng.random((batch, time)) < 0.8)
+    options = dict(return_sequences=True)
+    _compare(
+        _reference(weights, x, h0, c0, mask, cotangents, **options),
+        _fast(weights, x, h0, c0, mask, cotangents, **options),
+        tol=1e-4,
+    )
+
+
 def test_graph_mode_unknown_batch_and_time():
     weights, x, h0, c0, cotangents = _random(2)
     options = dict(return_sequences=True)
@@ -143,7 +172,7 @@ def test_graph_mode_unknown_batch_and_time():
     def run(x, h0, c0):
         with tf.GradientTape() as tape:
             tape.watch(x)
-            last, outputs, (h, c) = lstm_sequence(x, h0, c0, *weights, **options)
+            last, outputs, (h, c) = _sequence([x, h0, c0, *weights], **options)
             loss = _loss(outputs, last, h, c, cotangents, True)
         return outputs, h, c, tape.gradient(loss, x)
 
@@ -154,19 +183,194 @@ def test_graph_mode_unknown_batch_and_time():
         np.testing.assert_allclose(actual, expected, atol=TOL, rtol=TOL)
 
 
+@pytest.mark.parametrize("return_sequences", [True, False])
 @pytest.mark.parametrize("masked", [False, True])
-def test_gradient_without_a_tape(masked):
-    # With no tape recording, the forward keeps no gates; tf.gradients must still work.
+def test_gradient_without_a_tape(masked, return_sequences):
+    # With no tape recording, the forward keeps nothing per step that it does not
+    # return; tf.gradients must still work.
     weights, x, h0, c0, cotangents = _random(3)
     mask = tf.constant(PADDED_MASK) if masked else None
-    options = dict(return_sequences=True, go_backwards=masked)
+    options = dict(return_sequences=return_sequences, go_backwards=masked)
     tensors = [tf.constant(a) for a in [x, h0, c0] + weights]
 
     @tf.function
     def run(tensors):
-        last, outputs, (h, c) = lstm_sequence(*tensors, mask=mask, **options)
-        loss = _loss(outputs, last, h, c, cotangents, True)
-        return [outputs, h, c], tf.gradients(loss, tensors)
+        last, outputs, (h, c) = _sequence(tensors, mask, **options)
+        loss = _loss(outputs, last, h, c, cotangents, return_sequences)
+        output = outputs if return_sequences else last
+        return [output, h, c], tf.gradients(loss, tensors)
 
     reference = _reference(weights, x, h0, c0, mask, cotangents, **options)
     _compare(reference, run(tensors))
+
+
+# Every variant: the compiled loop (keras_lstm.LSTM) against Keras's own loop
+# over the same cell (keras.layers.RNN), which runs LSTMCell.call step by step.
+
+
+def _variant_layers(variant, rng, **options):
+    kwargs = dict(variant=variant, return_sequences=True, return_state=True)
+    fast = keras_lstm.LSTM(UNITS, **kwargs, **options)
+    loop = keras.layers.RNN(
+        keras_lstm.LSTMCell(UNITS, variant=variant),
+        return_sequences=True,
+        return_state=True,
+        **options,
+    )
+    shape = (4, 37, FEATURES)
+    fast.build(shape)
+    loop.build(shape)
+    weights = [rng.normal(0, 0.5, size=w.shape).astype("float32") for w in fast.weights]
+    fast.set_weights(weights)
+    loop.set_weights(weights)
+    return fast, loop
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
+def test_every_variant_matches_the_cell_loop(variant, go_backwards, gradients):
+    rng = np.random.default_rng(6)
+    fast, loop = _variant_layers(variant, rng, go_backwards=go_backwards)
+    assert fast._uses_fast_path(training=True)
+    x = rng.normal(size=(4, 37, FEATURES)).astype("float32")
+    mask = rng.random((4, 37)) < 0.8
+    for kwargs in ({}, {"mask": mask}):
+        expected = gradients(loop, x, **kwargs)
+        actual = gradients(fast, x, **kwargs)
+        for e, a in zip(expected[0], actual[0], strict=True):
+            np.testing.assert_allclose(a, e, atol=TOL, rtol=TOL)
+        # Gradients sum over 4 x 37 steps, in another order than the cell loop's.
+        for e, a in zip(sum(expected[1:], []), sum(actual[1:], []), strict=True):
+            np.testing.assert_allclose(a, e, atol=1e-4, rtol=1e-4)
+
+
+def test_other_activations_run_compiled_and_match_the_cell_loop(gradients):
+    rng = np.random.default_rng(7)
+    options = dict(activation="relu", recurrent_activation="hard_sigmoid")
+    fast = keras_lstm.LSTM(UNITS, return_sequences=True, **options)
+    loop = keras.layers.RNN(
+        keras_lstm.LSTMCell(UNITS, **options), return_sequences=True
+    )
+    x = rng.normal(size=(2, 6, FEATURES)).astype("float32")
+    fast.build(x.shape)
+    loop.build(x.shape)
+    loop.set_weights(fast.get_weights())
+    for e, a in zip(sum(gradients(loop, x), []), sum(gradients(fast, x), [])):
+        np.testing.assert_allclose(a, e, atol=1e-5, rtol=1e-4)
+
+
+# Higher-order and forward-mode autodiff, against keras.layers.LSTM.
+
+
+def _pair(rng, return_sequences=False):
+    ours = keras_lstm.LSTM(UNITS, return_sequences=return_sequences)
+    theirs = keras.layers.LSTM(UNITS, return_sequences=return_sequences)
+    for layer in (ours, theirs):
+        layer.build((BATCH, TIME, FEATURES))
+    weights = [rng.normal(0, 0.5, size=w.shape).astype("float32") for w in ours.weights]
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    return ours, theirs
+
+
+def test_gradient_penalty_with_nested_tapes_matches_keras():
+    # WGAN-GP: the weights' gradient of the squared norm of the input gradient.
+    rng = np.random.default_rng(8)
+    x = tf.constant(rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32"))
+    results = []
+    for layer in _pair(rng):
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                y = tf.reduce_sum(tf.sin(layer(x)))
+            dx = inner.gradient(y, x)
+            penalty = tf.reduce_sum(dx**2)
+        results.append(outer.gradient(penalty, layer.trainable_variables))
+    for expected, actual in zip(results[1], results[0], strict=True):
+        np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_hessian_vector_product_matches_keras():
+    rng = np.random.default_rng(9)
+    x = tf.constant(rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32"))
+    vectors = None
+    results = []
+    for layer in _pair(rng, return_sequences=True):
+        variables = layer.trainable_variables
+        if vectors is None:
+            vectors = [
+                tf.constant(rng.normal(size=v.shape), tf.float32) for v in variables
+            ]
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                loss = tf.reduce_sum(layer(x) ** 2)
+            grads = inner.gradient(loss, variables)
+            dot = sum(tf.reduce_sum(g * v) for g, v in zip(grads, vectors, strict=True))
+        results.append(outer.gradient(dot, variables))
+    for expected, actual in zip(results[1], results[0], strict=True):
+        np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_forward_mode_jvp_matches_keras():
+    rng = np.random.default_rng(10)
+    x = tf.constant(rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32"))
+    tangent = tf.constant(rng.normal(size=x.shape).astype("float32"))
+    results = []
+    for layer in _pair(rng, return_sequences=True):
+        with tf.autodiff.ForwardAccumulator(x, tangent) as accumulator:
+            y = layer(x)
+        results.append((y, accumulator.jvp(y)))
+    for expected, actual in zip(results[1], results[0], strict=True):
+        assert actual is not None
+        np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_gradients_of_inputs_and_initial_states_in_a_jit_compiled_function():
+    rng = np.random.default_rng(11)
+    x = tf.constant(rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32"))
+    h0, c0 = (tf.constant(rng.normal(size=(BATCH, UNITS)), tf.float32) for _ in "hc")
+    results = []
+    for layer in _pair(rng, return_sequences=True):
+
+        @tf.function(jit_compile=True)
+        def run(x, h0, c0, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch([x, h0, c0])
+                loss = tf.reduce_sum(tf.sin(layer(x, initial_state=[h0, c0])))
+            return tape.gradient(loss, [x, h0, c0, *layer.trainable_variables])
+
+        results.append(run(x, h0, c0))
+    for expected, actual in zip(results[1], results[0], strict=True):
+        np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_jit_compiled_model_trains_like_keras():
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(16, 9, FEATURES)).astype("float32")
+    y = rng.normal(size=(16, 1)).astype("float32")
+    losses = []
+    for layer in _pair(rng):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((9, FEATURES)), layer, keras.layers.Dense(1)]
+        )
+        model.compile("sgd", "mse", jit_compile=True)
+        history = model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False)
+        losses.append(history.history["loss"])
+    np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+
+
+def test_many_lengths_and_batch_sizes_compile_few_chunks():
+    # Each trace of a compiled chunk is one XLA compilation (eager calls have
+    # concrete shapes). 12 lengths and 5 batch sizes: one chunk shape per
+    # row bucket, whatever the length.
+    loops = _fast_tf._loops_for(keras_lstm.LSTMCell(5))
+    before = loops.forward_chunk.experimental_get_tracing_count()
+    layer = keras_lstm.LSTM(5)
+    rng = np.random.default_rng(13)
+    for time in (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 100, 120):
+        layer(rng.normal(size=(16, time, 2)).astype("float32"))
+    assert loops.forward_chunk.experimental_get_tracing_count() - before <= 1
+    for batch in (17, 18, 20, 23, 24):  # 9 to 12 rows per chain: one bucket
+        layer(rng.normal(size=(batch, 7, 2)).astype("float32"))
+    assert loops.forward_chunk.experimental_get_tracing_count() - before <= 2
