@@ -34,7 +34,6 @@ Gates travel packed as one tensor, in the order of `keras_lstm.GATES`:
 
 from __future__ import annotations
 
-import functools
 import os
 
 import tensorflow as tf
@@ -186,7 +185,9 @@ class _Loops:
             values = [weights[name] for name in names]
             with tf.GradientTape() as tape:
                 tape.watch([ux_t, wh_t, c_prev_t, *values])
-                *_, c_t, h_t = step(ux_t, wh_t, c_prev_t, dict(zip(names, values)))
+                *_, c_t, h_t = step(
+                    ux_t, wh_t, c_prev_t, dict(zip(names, values, strict=True))
+                )
             dh_t, dc_t = dh, dc
             if mask is not None:
                 m = tf.cast(mask[t], dh.dtype)
@@ -220,7 +221,13 @@ class _Loops:
         )
         d_wh = tf.reshape(d_wh.stack(), [-1, 4 * units])
         d_recurrent = tf.matmul(h_prev_rows, d_wh, transpose_a=True)
-        return d_ux.stack(), d_recurrent, dict(zip(names, d_values)), dh, dc
+        return (
+            d_ux.stack(),
+            d_recurrent,
+            dict(zip(names, d_values, strict=True)),
+            dh,
+            dc,
+        )
 
 
 _LOOPS: dict = {}
@@ -318,7 +325,7 @@ def _grad_chunks(loops, ux, hs, cs, h0, c0, mask, steps, dhs, dc, recurrent_kern
             [tf.zeros_like(w[name]) for name in names],
         ),
     )
-    return d_ux.stack(), dh, dc, d_recurrent, dict(zip(names, d_values))
+    return d_ux.stack(), dh, dc, d_recurrent, dict(zip(names, d_values, strict=True))
 
 
 def _reference_loop(cell, ux, h, c, mask, recurrent_kernel, weights):
@@ -343,12 +350,10 @@ def _reference_loop(cell, ux, h, c, mask, recurrent_kernel, weights):
     return hs.stack(), cs.stack(), c
 
 
-def _chain(loops, ux, h0, c0, mask, steps, recurrent_kernel, weights, last_only):
+def _chain(loops, ux, h0, c0, mask, steps, recurrent_kernel, weights):
     """hs (time, b, u), h_T and c_T of one chain, with their gradient.
 
-    ux (time, b, 4u) in processing order; mask (time, b, 1) bool or None. With
-    `last_only` and no gradient tape recording, hs is None: nothing per step is
-    kept (a `tf.gradients` asked for anyway runs the forward again).
+    ux (time, b, 4u) in processing order; mask (time, b, 1) bool or None.
     """
     names = sorted(weights)
     if _has_tangents([ux, h0, c0, recurrent_kernel, *weights.values()]):
@@ -363,21 +368,22 @@ def _chain(loops, ux, h0, c0, mask, steps, recurrent_kernel, weights, last_only)
 
     @tf.custom_gradient
     def run(ux, h0, c0, recurrent_kernel, *values):
-        w = dict(zip(names, values))
+        w = dict(zip(names, values, strict=True))
         # Hidden from any enclosing tape: otherwise TensorFlow builds the loops with
         # gradient accumulators, which XLA rejects and which are never used.
         args = [tf.stop_gradient(a) for a in (ux, h0, c0, recurrent_kernel, *values)]
         ux_s, h0_s, c0_s, rk_s, *values_s = args
-        w_s = dict(zip(names, values_s))
+        w_s = dict(zip(names, values_s, strict=True))
         ux_chunks = _chunked(ux_s, steps_padded)
-        run_chunks = functools.partial(
-            _run_chunks, loops, ux_chunks, h0_s, c0_s, mask_chunks, steps, rk_s, w_s
+        # Inference keeps the states too: writing them costs little next to the
+        # matmul, and the same compiled chunk then serves fit, predict and
+        # tf.gradients without a tape (a second chunk is a second compilation).
+        saved, h_last, c_last = _run_chunks(
+            loops, ux_chunks, h0_s, c0_s, mask_chunks, steps, rk_s, w_s, ("h", "c")
         )
-        keep = () if last_only and not could_possibly_record() else ("h", "c")
-        saved, h_last, c_last = run_chunks(keep)
 
         def grad(dhs, dh_last, dc_last):
-            if dhs is None or not keep:
+            if dhs is None:
                 dhs = tf.zeros_like(ux[..., : h0.shape[-1]])
             dh_last = tf.zeros_like(h0) if dh_last is None else dh_last
             dc_last = tf.zeros_like(c0) if dc_last is None else dc_last
@@ -396,16 +402,14 @@ def _chain(loops, ux, h0, c0, mask, steps, recurrent_kernel, weights, last_only)
                     output_gradients=[dhs, dc_last],
                     unconnected_gradients=tf.UnconnectedGradients.ZERO,
                 )
-            states = saved if keep else run_chunks(("h", "c"))[0]
             d_ux, dh0, dc0, d_recurrent, d_w = _grad_chunks(
-                loops, ux_chunks, states["h"], states["c"], h0_s, c0_s, mask_chunks,
+                loops, ux_chunks, saved["h"], saved["c"], h0_s, c0_s, mask_chunks,
                 steps, _chunked(dhs, steps_padded), dc_last, rk_s, w_s,
             )  # fmt: skip
             d_ux = _unchunked(d_ux, steps)
             return [d_ux, dh0, dc0, d_recurrent, *(d_w[name] for name in names)]
 
-        hs = _unchunked(saved["h"], steps) if keep else tf.zeros([0])
-        return (hs, h_last, c_last), grad
+        return (_unchunked(saved["h"], steps), h_last, c_last), grad
 
     return run(ux, h0, c0, recurrent_kernel, *(weights[name] for name in names))
 
@@ -457,6 +461,21 @@ def _batch_size(inputs):
     return static if static is not None else tf.shape(inputs)[0]
 
 
+def _compiled(loops, ux, h0, c0, mask, recurrent_kernel, weights, batch):
+    """hs (time, batch, u), h_T, c_T from the compiled chunks, chains in parallel."""
+    steps = tf.shape(ux)[0]
+    chains = [
+        _chain(loops, u, h, c, m, steps, recurrent_kernel, weights)
+        for u, h, c, m in zip(*_split_chains(batch, ux, h0, c0, mask), strict=True)
+    ]
+    hs, h_last, c_last = zip(*chains, strict=True)
+    return (
+        tf.concat(hs, axis=1)[:, :batch],
+        tf.concat(h_last, axis=0)[:batch],
+        tf.concat(c_last, axis=0)[:batch],
+    )
+
+
 def lstm_sequence(
     cell,
     inputs: tf.Tensor,
@@ -496,15 +515,9 @@ def lstm_sequence(
     )
     loops = _loops_for(cell)
     batch = _batch_size(inputs)
-    steps = tf.shape(ux)[0]
-    parts = _split_chains(batch, ux, h0, c0, mask)
-    last_only = not return_sequences
-    chains = [
-        _chain(loops, u, h, c, m, steps, recurrent_kernel, weights, last_only)
-        for u, h, c, m in zip(*parts, strict=True)
-    ]
-    h_last = tf.concat([h for _, h, _ in chains], axis=0)[:batch]
-    c_last = tf.concat([c for _, _, c in chains], axis=0)[:batch]
+    hs, h_last, c_last = _compiled(
+        loops, ux, h0, c0, mask, recurrent_kernel, weights, batch
+    )
     units = recurrent_kernel.shape[0]
     if mask is not None:
         mask = tf.cast(mask, h_last.dtype)
@@ -515,7 +528,7 @@ def lstm_sequence(
         shown = mask if zero_output_for_mask else tf.math.cumsum(mask, axis=0) > 0
         shown = tf.cast(shown, h_last.dtype)
     if return_sequences:
-        outputs = tf.concat([hs for hs, _, _ in chains], axis=1)[:, :batch]
+        outputs = hs
         if mask is not None:
             outputs *= shown
         last_output = outputs[-1]

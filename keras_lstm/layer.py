@@ -232,7 +232,9 @@ class LSTM(keras.layers.RNN):
         if states is None:
             states = [
                 _final_state(steps[name], read_mask, ops.convert_to_numpy(initial))
-                for name, initial in zip(("hidden_state", "cell_state"), initial_state)
+                for name, initial in zip(
+                    ("hidden_state", "cell_state"), initial_state, strict=True
+                )
             ]
         steps = {
             k: _as_loop_output(v, read_mask, self.zero_output_for_mask)

@@ -255,7 +255,8 @@ def test_other_activations_run_compiled_and_match_the_cell_loop(gradients):
     fast.build(x.shape)
     loop.build(x.shape)
     loop.set_weights(fast.get_weights())
-    for e, a in zip(sum(gradients(loop, x), []), sum(gradients(fast, x), [])):
+    expected, actual = gradients(loop, x), gradients(fast, x)
+    for e, a in zip(sum(expected, []), sum(actual, []), strict=True):
         np.testing.assert_allclose(a, e, atol=1e-5, rtol=1e-4)
 
 
