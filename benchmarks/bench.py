@@ -10,6 +10,12 @@ Peak memory is the peak RSS of a fresh process over three training steps after a
 warm-up step, minus its RSS before them. The last line compares
 `keras_lstm.gate_activations` on a batch with a forward pass (`predict_on_batch`).
 
+Every variant of keras_lstm is measured at length 100 against keras.layers.LSTM
+(standard equations; Keras has no variants). The last column is the fraction of
+this machine's matmul peak the run reaches: the step's matmul FLOPs (forward
+2*B*T*(F+U)*4U, backward twice that) per second, over the FLOP/s of one large
+float32 matmul on all cores, measured in the same run.
+
     python benchmarks/bench.py            # full run
     python benchmarks/bench.py --quick    # seq length 100 only, fewer repeats
 """
@@ -56,10 +62,42 @@ def machine_description():
     return f"{cpu}, {os.cpu_count()} cores; {versions}"
 
 
-def ours():
+def ours(variant="standard"):
     from keras_lstm import LSTM
 
-    return LSTM
+    return lambda units: LSTM(units, variant=variant)
+
+
+def matmul_peak():
+    """FLOP/s of a large float32 matmul (TensorFlow, all cores), best of 5."""
+    import tensorflow as tf
+
+    a = tf.random.normal((2048, 2048))
+    run = tf.function(lambda a: tf.matmul(a, a))
+    run(a).numpy()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(5):
+            out = run(a)
+        out.numpy()
+        best = min(best, (time.perf_counter() - start) / 5)
+    return 2 * 2048**3 / best
+
+
+def step_flops(seq_len, what):
+    forward = 2 * BATCH * seq_len * (FEATURES + UNITS) * 4 * UNITS
+    return forward if what == "predict" else 3 * forward
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next(line for line in f if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "unknown"
+    wanted = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+    return " ".join(flag for flag in wanted if flag in flags)
 
 
 def build_model(layer_class, seq_len):
@@ -223,6 +261,7 @@ def main():
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip peak RSS")
+    parser.add_argument("--no-variants", action="store_true", help="standard only")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
@@ -235,6 +274,9 @@ def main():
         return
 
     print(machine_description())
+    print(f"CPU flags: {cpu_flags()}")
+    peak = matmul_peak()
+    print(f"matmul peak (2048^3 float32, all cores): {peak / 1e9:.0f} GFLOP/s")
     layers = {"keras": keras.layers.LSTM, "ours": ours()}
     print(
         f"batch {BATCH}, {FEATURES} features, {UNITS} units; medians of "
@@ -254,7 +296,7 @@ def main():
         print("torch not importable: PyTorch column skipped")
 
     header = f"{'seq':>5} {'what':>8} {'keras/s':>8} {'ours/s':>8} {'ours/keras':>10}"
-    header += f" {'torch/s':>8} {'ours/torch':>10}"
+    header += f" {'torch/s':>8} {'ours/torch':>10} {'of peak':>8}"
     print(header)
     memory = []
     for seq_len in args.seq_lens:
@@ -268,11 +310,28 @@ def main():
             if seq_len in torch_rates:
                 t = statistics.median(torch_rates[seq_len][what])
                 row += f" {t:>8.2f} {o / t:>9.2f}x"
+            else:
+                row += f" {'':>8} {'':>10}"
+            row += f" {o * step_flops(seq_len, what) / peak:>7.0%}"
             print(row, flush=True)
         if not args.no_memory:
             which = ["keras", "ours"]
             mib = [_in_child("--child", w, str(seq_len))["peak_mib"] for w in which]
             memory.append(f"{seq_len:>5} {mib[0]:>11.0f} {mib[1]:>11.0f}")
+    if not args.no_variants:
+        print("\nevery variant, seq 100 (ratios to keras.layers.LSTM, standard)")
+        columns = ("train/s", "x keras", "predict/s", "x keras")
+        print(f"{'variant':>22} " + " ".join(f"{c:>9}" for c in columns))
+        from keras_lstm import VARIANTS
+
+        variant_layers = {"keras": keras.layers.LSTM}
+        variant_layers.update({v: ours(v) for v in VARIANTS})
+        rates = measure_keras(variant_layers, 100, args.repeats, args.quick, True)
+        k = {w: statistics.median(rates["keras"][w]) for w in ("train", "predict")}
+        for v in VARIANTS:
+            t, p = (statistics.median(rates[v][w]) for w in ("train", "predict"))
+            row = f"{v:>22} {t:>9.2f} {t / k['train']:>8.2f}x"
+            print(row + f" {p:>9.2f} {p / k['predict']:>8.2f}x", flush=True)
     if memory:
         print(
             "\npeak RSS growth of 3 training steps after warm-up (MiB, fresh process)"

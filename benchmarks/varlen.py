@@ -1,4 +1,4 @@
-"""Variable-length workloads: keras_lstm against keras.layers.LSTM, cold starts included.
+"""Variable-length workloads: keras_lstm against keras.layers.LSTM, cold starts too.
 
 Text model: `Embedding(50, 16, mask_zero=True) -> LSTM(32) -> Dense(1)`, Adam, MSE,
 on 640 sequences of 5 to 120 tokens, sorted by length and `padded_batch(16)`:
@@ -9,7 +9,9 @@ and a `predict` over the same batches.
 Serving: the same model, trained for one batch, saved with `model.export()`, is
 loaded with `tf.saved_model.load` in a fresh process and called on one sequence
 at a time at 6 lengths it has not seen; the table gives the first call's time
-at each length.
+at each length. "A batch size not seen yet" times `train_on_batch` and
+`predict_on_batch` on 5 sequences after the epochs: the first call pays what a new
+shape costs (tracing, compilation), the second does not.
 
     python benchmarks/varlen.py
 """
@@ -81,6 +83,18 @@ def child_fit(which):
     start = time.perf_counter()
     model.predict(ds.map(lambda x, y: x), verbose=0)
     times["predict"] = time.perf_counter() - start
+    # A batch size not seen yet (5 sequences of 50 tokens), first call then second.
+    import numpy as np
+
+    x = np.random.default_rng(2).integers(1, VOCAB, size=(5, 50))
+    for name, call in (
+        ("new_batch_train", lambda: model.train_on_batch(x, np.zeros((5, 1)))),
+        ("new_batch_predict", lambda: model.predict_on_batch(x)),
+    ):
+        for suffix in ("", "_again"):
+            start = time.perf_counter()
+            call()
+            times[name + suffix] = time.perf_counter() - start
     return times
 
 
@@ -126,9 +140,9 @@ def main():
     args = parser.parse_args()
     if args.child:
         mode, *rest = args.child
-        result = {"fit": child_fit, "export": child_export, "serve": child_serve}[
-            mode
-        ](*rest)
+        result = {"fit": child_fit, "export": child_export, "serve": child_serve}[mode](
+            *rest
+        )
         print(json.dumps(result))
         return
 
@@ -158,6 +172,10 @@ def main():
     print(f"{'seconds':>14} {'keras':>9} {'ours':>9} {'ours/keras':>10}")
     for name in ("first_epoch", "second_epoch", "predict"):
         row(name, fits)
+    print("\na batch size not seen yet (5 x 50), first call and second call")
+    for name in ("new_batch_train", "new_batch_predict"):
+        row(name, fits)
+        row(name + "_again", fits)
     print("\nserving, batch 1, first call at each new length (exported model)")
     for name in serves["keras"][0]:
         row(name, serves)

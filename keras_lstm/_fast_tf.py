@@ -116,19 +116,20 @@ class _Loops:
             self._backward_chunk, jit_compile=True, autograph=False
         )
 
-    def _forward_chunk(self, ux, h, c, mask, n, recurrent_kernel, weights, keep):
+    def _forward_chunk(self, x, h, c, mask, n, kernel, recurrent_kernel, weights, keep):
         """Runs `n` <= CHUNK steps.
 
-        Args: ux (CHUNK, b, 4u), the input projections; h, c (b, u); mask
+        Args: x (CHUNK, b, input_dim); h, c (b, u); mask
         (CHUNK, b, 1) bool or None; recurrent_kernel (u, 4u); weights, the
         tensors `LSTMCell.step` uses; keep, which per-step values to return, a
-        subset of ("h", "c", "gates"): inference keeps only what it reads.
+        subset of ("h", "c", "gates").
         Returns {"h": hs, "c": cs} (CHUNK, b, u), the states carried after each
         step (the previous ones at a masked step), and "gates" (CHUNK, b, 6u)
         packed, for those in `keep`, each with zeros from row n on; and h, c
         after step n.
         """
         step = self.cell.step
+        ux = tf.tensordot(x, kernel, axes=1)  # (CHUNK, b, 4u), one matmul
 
         def body(t, h, c, arrays):
             i, f, g, o, c_t, h_t = step(
@@ -153,8 +154,9 @@ class _Loops:
         return {k: a.stack() for k, a in arrays.items()}, h, c
 
     def _backward_chunk(
-        self, ux, hs, cs, h_in, c_in, mask, n, dhs, dh, dc, recurrent_kernel, weights
-    ):
+        self, x, hs, cs, h_in, c_in, mask, n, dhs, dh, dc, kernel, recurrent_kernel,
+        weights,
+    ):  # fmt: skip
         """The gradient of one chunk, from its last real step back to its first.
 
         Per step t, with m_t the mask (1 without one):
@@ -168,10 +170,13 @@ class _Loops:
         Args: as `_forward_chunk`, plus hs, cs its outputs, h_in, c_in the states
         before the chunk, dhs (CHUNK, b, u) the gradient of hs, dh, dc that of the
         states after step n.
-        Returns d ux (CHUNK, b, 4u), d W, d weights, dh and dc before the chunk.
+        and, from d ux, dx and d U as one matmul each for the chunk.
+        Returns dx (CHUNK, b, input_dim), d U, d W, d weights, dh and dc before
+        the chunk.
         """
         step = self.cell.step
         units = recurrent_kernel.shape[0]
+        ux = tf.tensordot(x, kernel, axes=1)  # (CHUNK, b, 4u), recomputed
         h_prev = tf.concat([h_in[None], hs[:-1]], axis=0)  # (CHUNK, b, u)
         c_prev = tf.concat([c_in[None], cs[:-1]], axis=0)
         h_prev_rows = tf.reshape(h_prev, [-1, units])
@@ -219,15 +224,16 @@ class _Loops:
             (n - 1, dh, dc, d_ux, d_wh, zeros),
             maximum_iterations=CHUNK,
         )
+        # Rows from n on were never written: zeros.
         d_wh = tf.reshape(d_wh.stack(), [-1, 4 * units])
         d_recurrent = tf.matmul(h_prev_rows, d_wh, transpose_a=True)
-        return (
-            d_ux.stack(),
-            d_recurrent,
-            dict(zip(names, d_values, strict=True)),
-            dh,
-            dc,
-        )
+        d_ux = d_ux.stack()
+        dx = tf.tensordot(d_ux, tf.transpose(kernel), axes=1)
+        x_rows = tf.reshape(x, [-1, x.shape[-1]])
+        d_ux = tf.reshape(d_ux, [-1, 4 * units])
+        d_kernel = tf.matmul(x_rows, d_ux, transpose_a=True)
+        d_weights = dict(zip(names, d_values, strict=True))
+        return dx, d_kernel, d_recurrent, d_weights, dh, dc
 
 
 _LOOPS: dict = {}
@@ -261,45 +267,49 @@ def _unchunked(a, steps):
     return tf.reshape(a, tf.concat([[-1], tf.shape(a)[2:]], axis=0))[:steps]
 
 
-def _run_chunks(loops, ux, h, c, mask, steps, recurrent_kernel, weights, keep):
-    """The forward loop over chunks of one chain: ux (chunks, CHUNK, b, 4u).
+def _run_chunks(loops, x, h, c, mask, steps, kernel, recurrent_kernel, weights, keep):
+    """The forward loop over chunks of one chain: x (chunks, CHUNK, b, input_dim).
 
     Returns {name: (chunks, CHUNK, b, ...)} for the names in `keep` (see
     `_Loops._forward_chunk`), and h, c after the last step.
     """
-    chunks = tf.shape(ux)[0]
+    chunks = tf.shape(x)[0]
 
     def body(j, h_in, c_in, arrays):
         n = tf.minimum(CHUNK, steps - j * CHUNK)
         m = None if mask is None else mask[j]
         values, h, c = loops.forward_chunk(
-            ux[j], h_in, c_in, m, n, recurrent_kernel, weights, keep
+            x[j], h_in, c_in, m, n, kernel, recurrent_kernel, weights, keep
         )
         # A trace made for other shapes may have been reused: keep the static ones.
         h.set_shape(h_in.shape)
         c.set_shape(c_in.shape)
         return j + 1, h, c, {k: a.write(j, values[k]) for k, a in arrays.items()}
 
-    arrays = {k: tf.TensorArray(ux.dtype, size=chunks) for k in keep}
+    arrays = {k: tf.TensorArray(h.dtype, size=chunks) for k in keep}
     _, h, c, arrays = tf.while_loop(
         lambda j, *_: j < chunks, body, (tf.constant(0), h, c, arrays)
     )
     return {k: a.stack() for k, a in arrays.items()}, h, c
 
 
-def _grad_chunks(loops, ux, hs, cs, h0, c0, mask, steps, dhs, dc, recurrent_kernel, w):
-    """The backward loop over chunks of one chain, from the last to the first."""
-    chunks = tf.shape(ux)[0]
+def _grad_chunks(loops, x, hs, cs, h0, c0, mask, steps, dhs, dc, kernel, rk, w):
+    """The backward loop over chunks of one chain, from the last to the first.
+
+    Returns dx (chunks, CHUNK, b, input_dim), dh0, dc0, d kernel, d
+    recurrent_kernel and d weights.
+    """
+    chunks = tf.shape(x)[0]
     h_in = tf.concat([h0[None], hs[:-1, -1]], axis=0)  # (chunks, b, u)
     c_in = tf.concat([c0[None], cs[:-1, -1]], axis=0)
     names = sorted(w)
 
-    def body(j, dh_out, dc_out, d_ux, d_recurrent, d_values):
+    def body(j, dh_out, dc_out, dx, d_kernel, d_recurrent, d_values):
         n = tf.minimum(CHUNK, steps - j * CHUNK)
         m = None if mask is None else mask[j]
-        d_ux_j, d_recurrent_j, d_w, dh, dc = loops.backward_chunk(
-            ux[j], hs[j], cs[j], h_in[j], c_in[j], m, n, dhs[j], dh_out, dc_out,
-            recurrent_kernel, w,
+        dx_j, d_kernel_j, d_recurrent_j, d_w, dh, dc = loops.backward_chunk(
+            x[j], hs[j], cs[j], h_in[j], c_in[j], m, n, dhs[j], dh_out, dc_out,
+            kernel, rk, w,
         )  # fmt: skip
         dh.set_shape(dh_out.shape)
         dc.set_shape(dc_out.shape)
@@ -308,27 +318,30 @@ def _grad_chunks(loops, ux, hs, cs, h0, c0, mask, steps, dhs, dc, recurrent_kern
             j - 1,
             dh,
             dc,
-            d_ux.write(j, d_ux_j),
+            dx.write(j, dx_j),
+            d_kernel + d_kernel_j,
             d_recurrent + d_recurrent_j,
             d_values,
         )
 
-    _, dh, dc, d_ux, d_recurrent, d_values = tf.while_loop(
+    _, dh, dc, dx, d_kernel, d_recurrent, d_values = tf.while_loop(
         lambda j, *_: j >= 0,
         body,
         (
             chunks - 1,
             tf.zeros_like(h0),
             dc,
-            tf.TensorArray(ux.dtype, size=chunks),
-            tf.zeros_like(recurrent_kernel),
+            tf.TensorArray(x.dtype, size=chunks),
+            tf.zeros_like(kernel),
+            tf.zeros_like(rk),
             [tf.zeros_like(w[name]) for name in names],
         ),
     )
-    return d_ux.stack(), dh, dc, d_recurrent, dict(zip(names, d_values, strict=True))
+    d_w = dict(zip(names, d_values, strict=True))
+    return dx.stack(), dh, dc, d_kernel, d_recurrent, d_w
 
 
-def _reference_loop(cell, ux, h, c, mask, recurrent_kernel, weights):
+def _reference_loop(cell, ux, mask, h, c, recurrent_kernel, weights):
     """The recurrence as a plain `tf.while_loop`, differentiable to any order.
 
     Takes and returns the same tensors as `_run_chunks`, with time flat:
@@ -350,110 +363,129 @@ def _reference_loop(cell, ux, h, c, mask, recurrent_kernel, weights):
     return hs.stack(), cs.stack(), c
 
 
-def _chain(loops, ux, h0, c0, mask, steps, recurrent_kernel, weights):
+def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights):
     """hs (time, b, u), h_T and c_T of one chain, with their gradient.
 
-    ux (time, b, 4u) in processing order; mask (time, b, 1) bool or None.
+    x (chunks, CHUNK, b, input_dim) in processing order, zeros after the last
+    step; mask (chunks, CHUNK, b, 1) bool or None. Nothing 4*units wide per step
+    is kept: each chunk projects its own inputs, forward and backward.
     """
     names = sorted(weights)
-    if _has_tangents([ux, h0, c0, recurrent_kernel, *weights.values()]):
+    differentiable = [x, h0, c0, kernel, recurrent_kernel]
+
+    def reference(x, h0, c0, kernel, recurrent_kernel, weights):
+        """The uncompiled loop on (time, b, ...) views."""
+        ux = tf.tensordot(_unchunked(x, steps), kernel, axes=1)
+        flat_mask = None if mask is None else _unchunked(mask, steps)
+        return _reference_loop(
+            loops.cell, ux, flat_mask, h0, c0, recurrent_kernel, weights
+        )
+
+    if _has_tangents([*differentiable, *weights.values()]):
         # Forward-mode autodiff (tf.autodiff.ForwardAccumulator) differentiates
         # the loop itself.
-        hs, _, c_last = _reference_loop(
-            loops.cell, ux, h0, c0, mask, recurrent_kernel, weights
-        )
+        hs, _, c_last = reference(*differentiable, weights)
         return hs, hs[-1], c_last
-    steps_padded = -(-steps // CHUNK) * CHUNK
-    mask_chunks = None if mask is None else _chunked(mask, steps_padded)
 
     @tf.custom_gradient
-    def run(ux, h0, c0, recurrent_kernel, *values):
-        w = dict(zip(names, values, strict=True))
+    def run(x, h0, c0, kernel, recurrent_kernel, *values):
+        inputs = [x, h0, c0, kernel, recurrent_kernel, *values]
         # Hidden from any enclosing tape: otherwise TensorFlow builds the loops with
         # gradient accumulators, which XLA rejects and which are never used.
-        args = [tf.stop_gradient(a) for a in (ux, h0, c0, recurrent_kernel, *values)]
-        ux_s, h0_s, c0_s, rk_s, *values_s = args
+        x_s, h0_s, c0_s, k_s, rk_s, *values_s = (tf.stop_gradient(a) for a in inputs)
         w_s = dict(zip(names, values_s, strict=True))
-        ux_chunks = _chunked(ux_s, steps_padded)
         # Inference keeps the states too: writing them costs little next to the
         # matmul, and the same compiled chunk then serves fit, predict and
         # tf.gradients without a tape (a second chunk is a second compilation).
         saved, h_last, c_last = _run_chunks(
-            loops, ux_chunks, h0_s, c0_s, mask_chunks, steps, rk_s, w_s, ("h", "c")
+            loops, x_s, h0_s, c0_s, mask, steps, k_s, rk_s, w_s, ("h", "c")
         )
 
         def grad(dhs, dh_last, dc_last):
             if dhs is None:
-                dhs = tf.zeros_like(ux[..., : h0.shape[-1]])
+                dhs = tf.zeros_like(saved["h"])
+            else:
+                dhs = _chunked(dhs, tf.shape(x)[0] * CHUNK)
             dh_last = tf.zeros_like(h0) if dh_last is None else dh_last
             dc_last = tf.zeros_like(c0) if dc_last is None else dc_last
             # h_T is the carried h after the last step.
-            dhs = tf.tensor_scatter_nd_add(dhs, [[steps - 1]], dh_last[None])
+            last = [[(steps - 1) // CHUNK, (steps - 1) % CHUNK]]
+            dhs = tf.tensor_scatter_nd_add(dhs, last, dh_last[None])
             if could_possibly_record():
                 # The gradient is itself being differentiated.
                 with tf.GradientTape() as tape:
-                    tape.watch([ux, h0, c0, recurrent_kernel, *values])
-                    hs_r, _, c_r = _reference_loop(
-                        loops.cell, ux, h0, c0, mask, recurrent_kernel, w
-                    )
+                    tape.watch(inputs)
+                    w = dict(zip(names, values, strict=True))
+                    hs_r, _, c_r = reference(*inputs[:5], w)
                 return tape.gradient(
                     [hs_r, c_r],
-                    [ux, h0, c0, recurrent_kernel, *values],
-                    output_gradients=[dhs, dc_last],
+                    inputs,
+                    output_gradients=[_unchunked(dhs, steps), dc_last],
                     unconnected_gradients=tf.UnconnectedGradients.ZERO,
                 )
-            d_ux, dh0, dc0, d_recurrent, d_w = _grad_chunks(
-                loops, ux_chunks, saved["h"], saved["c"], h0_s, c0_s, mask_chunks,
-                steps, _chunked(dhs, steps_padded), dc_last, rk_s, w_s,
+            dx, dh0, dc0, d_kernel, d_recurrent, d_w = _grad_chunks(
+                loops, x_s, saved["h"], saved["c"], h0_s, c0_s, mask, steps, dhs,
+                dc_last, k_s, rk_s, w_s,
             )  # fmt: skip
-            d_ux = _unchunked(d_ux, steps)
-            return [d_ux, dh0, dc0, d_recurrent, *(d_w[name] for name in names)]
+            return [dx, dh0, dc0, d_kernel, d_recurrent, *(d_w[n] for n in names)]
 
         return (_unchunked(saved["h"], steps), h_last, c_last), grad
 
-    return run(ux, h0, c0, recurrent_kernel, *(weights[name] for name in names))
+    return run(*differentiable, *(weights[name] for name in names))
 
 
 def _prepare(inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards):
-    """Casts, the input projections and the time-major layout shared by both entry
-    points. Returns ux (time, batch, 4u), h0, c0, recurrent_kernel, weights and
-    mask (time, batch, 1) bool or None, in processing order."""
+    """Casts and the time-major layout shared by both entry points.
+
+    Returns x (time, batch, input_dim), h0, c0, kernel, recurrent_kernel, weights
+    and mask (time, batch, 1) bool or None, in processing order.
+    """
     inputs = tf.convert_to_tensor(inputs)
     dtype = inputs.dtype
     kernel, recurrent_kernel, h0, c0 = (
         tf.cast(a, dtype) for a in (kernel, recurrent_kernel, h0, c0)
     )
     weights = {name: tf.cast(value, dtype) for name, value in weights.items()}
-    x = tf.transpose(inputs, [1, 0, 2])  # (time, batch, input_dim)
+    x = tf.transpose(inputs, [1, 0, 2])
     if go_backwards:
         x = tf.reverse(x, [0])
-    ux = tf.tensordot(x, kernel, axes=1)  # (time, batch, 4u), one matmul
     if mask is not None:
         mask = tf.cast(tf.reshape(mask, tf.shape(inputs)[:2]), tf.bool)
         mask = tf.transpose(mask)[:, :, None]
         if go_backwards:
             mask = tf.reverse(mask, [0])
-    return ux, h0, c0, recurrent_kernel, weights, mask
+    return x, h0, c0, kernel, recurrent_kernel, weights, mask
 
 
-def _split_chains(batch, *tensors):
-    """Splits (time, batch, ...) or (batch, ...) tensors into chains along batch.
-
-    Returns (per-tensor lists of chain parts, the batch axis of each tensor).
-    A tensor of rank 2 has batch on axis 0; a higher rank, on axis 1.
+def _chains(batch, x, h0, c0, mask):
+    """Splits the batch into chains: per chain, x and mask in chunks
+    (chunks, CHUNK, rows, ...), zeros after the last step and in padding rows,
+    and h0, c0 (rows, u). The one place the batch is split.
     """
     chains, rows = _chain_layout(batch)
-    padded = chains * rows
+    pad_rows = chains * rows - batch
+    steps = tf.shape(x)[0]
+    pad_steps = -(-steps // CHUNK) * CHUNK - steps
     parts = []
-    for a in tensors:
+    for a in (x, h0, c0, mask):
         if a is None:
             parts.append([None] * chains)
             continue
         axis = 0 if a.shape.rank == 2 else 1
         paddings = [[0, 0]] * a.shape.rank
-        paddings[axis] = [0, padded - batch]
-        parts.append(tf.split(tf.pad(a, paddings), chains, axis=axis))
-    return parts
+        paddings[axis] = [0, pad_rows]
+        if axis == 1:
+            paddings[0] = [0, pad_steps]
+        if not (isinstance(pad_rows, int) and pad_rows == 0 and axis == 0):
+            a = tf.pad(a, paddings)
+        split = tf.split(a, chains, axis=axis)
+        if axis == 1:
+            split = [
+                tf.reshape(p, tf.concat([[-1, CHUNK], tf.shape(p)[1:]], 0))
+                for p in split
+            ]
+        parts.append(split)
+    return zip(*parts, strict=True)
 
 
 def _batch_size(inputs):
@@ -461,12 +493,12 @@ def _batch_size(inputs):
     return static if static is not None else tf.shape(inputs)[0]
 
 
-def _compiled(loops, ux, h0, c0, mask, recurrent_kernel, weights, batch):
+def _compiled(loops, x, h0, c0, mask, kernel, recurrent_kernel, weights, batch):
     """hs (time, batch, u), h_T, c_T from the compiled chunks, chains in parallel."""
-    steps = tf.shape(ux)[0]
+    steps = tf.shape(x)[0]
     chains = [
-        _chain(loops, u, h, c, m, steps, recurrent_kernel, weights)
-        for u, h, c, m in zip(*_split_chains(batch, ux, h0, c0, mask), strict=True)
+        _chain(loops, x, h, c, m, steps, kernel, recurrent_kernel, weights)
+        for x, h, c, m in _chains(batch, x, h0, c0, mask)
     ]
     hs, h_last, c_last = zip(*chains, strict=True)
     return (
@@ -510,14 +542,13 @@ def lstm_sequence(
         `(last_output, outputs, [h_T, c_T])`: the output of the last processed step
         (batch, units), the outputs (batch, time, units), and the final states.
     """
-    ux, h0, c0, recurrent_kernel, weights, mask = _prepare(
+    x, h0, c0, kernel, recurrent_kernel, weights, mask = _prepare(
         inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
     )
-    loops = _loops_for(cell)
-    batch = _batch_size(inputs)
     hs, h_last, c_last = _compiled(
-        loops, ux, h0, c0, mask, recurrent_kernel, weights, batch
-    )
+        _loops_for(cell), x, h0, c0, mask, kernel, recurrent_kernel, weights,
+        _batch_size(inputs),
+    )  # fmt: skip
     units = recurrent_kernel.shape[0]
     if mask is not None:
         mask = tf.cast(mask, h_last.dtype)
@@ -571,18 +602,15 @@ def _packed_gates(
     loops, inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
 ):
     # A graph, so that the chains run concurrently also when called eagerly.
-    ux, h0, c0, recurrent_kernel, weights, mask = _prepare(
+    x, h0, c0, kernel, recurrent_kernel, weights, mask = _prepare(
         inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
     )
     batch = _batch_size(inputs)
-    steps = tf.shape(ux)[0]
-    steps_padded = -(-steps // CHUNK) * CHUNK
+    steps = tf.shape(x)[0]
     gates = []
-    for u, h, c, m in zip(*_split_chains(batch, ux, h0, c0, mask), strict=True):
-        m = None if m is None else _chunked(m, steps_padded)
+    for x_c, h, c, m in _chains(batch, x, h0, c0, mask):
         saved, _, _ = _run_chunks(
-            loops, _chunked(u, steps_padded), h, c, m, steps, recurrent_kernel,
-            weights, keep=("gates",),
-        )  # fmt: skip
+            loops, x_c, h, c, m, steps, kernel, recurrent_kernel, weights, ("gates",)
+        )
         gates.append(_unchunked(saved["gates"], steps))
     return tf.concat(gates, axis=1)[:, :batch]
