@@ -6,7 +6,8 @@
     python train.py --help                            # every option and its default
 
 Each run writes logs/<run>/: config.json, TensorBoard logs (train/, validation/,
-gates/), best.keras and, at the end, metrics.json.
+gates/), best.keras and, at the end, metrics.json. A bad command writes nothing:
+it exits with code 2 and one line on stderr.
 """
 
 from __future__ import annotations
@@ -39,20 +40,29 @@ def _import_quietly():
 
 
 config_lib, experiment, tasks = _import_quietly()
-from keras_lstm.callbacks import HPARAMS_METRICS  # noqa: E402  (loaded above)
+from keras_lstm._checks import ArgumentError  # noqa: E402  (loaded above)
+from keras_lstm.callbacks import HPARAMS_METRICS  # noqa: E402
 
 # summary.csv keeps one set of columns, so sweeps of any task append to it: the
 # results every run reports to TensorBoard's HParams dashboard, and its best epoch.
 SUMMARY_COLUMNS = ["task", "variant", *HPARAMS_METRICS, "best_epoch"]
+# The results reported beside a baseline: metric -> (its baseline in
+# metrics.json, whether lower is better).
+COMPARED = {
+    "val_loss": ("baseline_val_loss", True),
+    "val_accuracy": ("baseline_accuracy", False),
+    "val_bits_per_char": ("baseline_bits_per_char", True),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     # Everything that can be wrong with the command is found before anything is
-    # written, so a bad command leaves the log directory as it was.
+    # written, so a bad command leaves the log directory as it was. Each check
+    # raises an ArgumentError naming a setting, which is also the name of its
+    # flag.
     try:
         config = config_lib.from_args(argv)
-        experiment.check_logdir(config.logdir)
         task = tasks.make_task(
             config.task,
             seq_len=config.seq_len,
@@ -61,15 +71,19 @@ def main(argv: list[str] | None = None) -> int:
             num_val=config.num_val,
             data=config.data,
         )
+        experiment.check_model(config, task)
         run_dirs = {v: experiment.plan_run_dir(config, v) for v in config.variants}
-    except ValueError as error:
-        message = str(error).replace("argument `name`", "argument `--task`")
-        for name in ("data", "seq_len", "num_train", "num_val", "seed"):
-            flag = "--" + name.replace("_", "-")
-            message = message.replace(f"argument `{name}`", f"argument `{flag}`")
-        print(f"train.py: error: {message}", file=sys.stderr)
+        locks = experiment.open_runs(config, run_dirs, argv)
+    except ArgumentError as error:
+        flag = "--" + error.argument.replace("_", "-")
+        print(f"train.py: error: {error.message(flag)}", file=sys.stderr)
         return 2
+    with locks:
+        return run_variants(config, task, run_dirs, argv)
 
+
+def run_variants(config, task, run_dirs: dict[str, str], argv) -> int:
+    """Runs each variant in its folder, reports, and returns the exit code."""
     results, diverged = [], False
     for variant, run_dir in run_dirs.items():
         print(f"\n== {task.name}, variant {variant}: {run_dir}", flush=True)
@@ -98,23 +112,40 @@ def _fmt(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def compare(value: float, baseline: float, lower_is_better: bool) -> str:
+    """How `value` stands against `baseline`, in words: which side, how far."""
+    difference = value - baseline
+    if difference == 0:
+        return f"at the baseline {_fmt(baseline)}"
+    side = "below" if difference < 0 else "above"
+    share = f"{difference / abs(baseline):+.1%}, " if baseline else ""
+    verdict = "better" if (difference < 0) == lower_is_better else "worse"
+    return (
+        f"{_fmt(abs(difference))} {side} the baseline {_fmt(baseline)} "
+        f"({share}{verdict})"
+    )
+
+
 def report(run_dir: str, metrics: dict, task) -> None:
     print(f"\nRun directory: {run_dir}")
-    baseline = experiment.baseline_name(task)
-    rows = [("val_loss", "baseline_val_loss")]
-    if metrics.get("baseline_accuracy") is not None:
-        rows.append(("val_accuracy", "baseline_accuracy"))
-    if "val_bits_per_char" in metrics:
-        rows.append(("val_bits_per_char", "baseline_bits_per_char"))
-    for name, base in rows:
-        value, reference = _fmt(metrics[name]), _fmt(metrics[base])
-        print(f"  {name:<18} {value:>9}   ({baseline}: {reference})")
-    if metrics["val_loss"]:
-        ratio = metrics["baseline_val_loss"] / metrics["val_loss"]
-        if ratio >= 1.05:
-            print(f"  val_loss is {ratio:.1f}x below the baseline")
-        else:
-            print("  val_loss is at the baseline or above: nothing learned yet")
+    names = {}
+    for name, (base, lower_is_better) in COMPARED.items():
+        value, baseline = metrics.get(name), metrics.get(base)
+        if value is None or baseline is None:
+            continue
+        comparison = compare(value, baseline, lower_is_better)
+        print(f"  {name:<18} {_fmt(value):>9}   {comparison}")
+        names[name] = experiment.baseline_name(task, name)
+    if len(set(names.values())) == 1:
+        print(f"  baseline: {next(iter(names.values()))}")
+    elif names:
+        print("  baselines: " + "; ".join(f"{k}: {v}" for k, v in names.items()))
+    sequences = metrics.get("val_sequences")
+    if sequences is not None and sequences < experiment.FEW_VALIDATION_SEQUENCES:
+        print(
+            f"  measured on {sequences} validation sequences only: too few to "
+            "trust a difference of a few percent"
+        )
     print(
         f"  best epoch {metrics['best_epoch']} of {metrics['epochs_run']}, "
         f"{metrics['wall_seconds']:.0f} s"

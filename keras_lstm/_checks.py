@@ -8,11 +8,39 @@ import keras
 import numpy as np
 
 
+class ArgumentError(ValueError):
+    """An unusable argument value, with the argument's name as data.
+
+    `str(error)` is Keras's phrasing: "Received an invalid value for argument
+    `units`: expected a positive integer, got 0". A caller that knows the
+    argument under another name (train.py: the flag `--units`) words the same
+    message with `error.message(name)`, without parsing it.
+
+    Args:
+        argument: The argument's name, as the function that checks it spells it.
+        expected: What would have been accepted, e.g. "a positive integer".
+        got: What was received, as the message shows it, e.g. `repr(value)`.
+    """
+
+    def __init__(self, argument: str, expected: str, got: str):
+        super().__init__(argument, expected, got)
+        self.argument = argument
+        self.expected = expected
+        self.got = got
+
+    def message(self, argument: str | None = None) -> str:
+        name = self.argument if argument is None else argument
+        return (
+            f"Received an invalid value for argument `{name}`: "
+            f"expected {self.expected}, got {self.got}"
+        )
+
+    def __str__(self) -> str:
+        return self.message()
+
+
 def _invalid(name, expected, value):
-    return ValueError(
-        f"Received an invalid value for argument `{name}`: expected {expected}, "
-        f"got {value!r}"
-    )
+    return ArgumentError(name, expected, repr(value))
 
 
 def positive_int(name, value):
@@ -50,15 +78,17 @@ def weights_match(layer, weights):
     """Raises unless `weights` fit `layer.weights` in number and shapes."""
     variables = layer.weights
     if len(weights) != len(variables):
-        raise ValueError(
-            "Received an invalid value for argument `weights`: expected a list of "
-            f"{len(variables)} arrays for layer '{layer.name}' "
-            f"({', '.join(v.path for v in variables)}), got {len(weights)}"
+        raise ArgumentError(
+            "weights",
+            f"a list of {len(variables)} arrays for layer '{layer.name}' "
+            f"({', '.join(v.path for v in variables)})",
+            str(len(weights)),
         )
     for variable, value in zip(variables, weights, strict=True):
         shape = tuple(np.shape(value))
         if shape != tuple(variable.shape):
-            raise ValueError(
-                "Received an invalid value for argument `weights`: expected shape "
-                f"{tuple(variable.shape)} for '{variable.path}', got {shape}"
+            raise ArgumentError(
+                "weights",
+                f"shape {tuple(variable.shape)} for '{variable.path}'",
+                str(shape),
             )

@@ -6,12 +6,18 @@ import argparse
 import dataclasses
 import os
 
+from keras_lstm._checks import ArgumentError
 from keras_lstm.cell import VARIANTS
-from keras_lstm.tasks import TASKS
+from keras_lstm.tasks import LENGTH_TASKS, TASKS
+
+SEQ_LEN = 50  # the default --seq-len of the tasks that take one
 
 
-def _field(default, help, **kwargs):
-    return dataclasses.field(default=default, metadata={"help": help, **kwargs})
+def _field(default, help, shown=None):
+    """A setting: its default, a short why, and the default as --help shows it
+    (`shown`, where the value itself would not tell the user what happens)."""
+    shown = default if shown is None else shown
+    return dataclasses.field(default=default, metadata={"help": help, "shown": shown})
 
 
 @dataclasses.dataclass
@@ -21,10 +27,16 @@ class TrainConfig:
     task: str = _field("adding", f"task to learn: {', '.join(TASKS)}")
     data: str | None = _field(
         None,
-        "data file: UTF-8 text for 'text' (default: Python's pydoc prose), "
-        ".npz with arrays x (samples, time, features) and y for 'npz'",
+        "data file: UTF-8 text for 'text', .npz with arrays x (samples, time, "
+        "features) and y for 'npz'",
+        shown="none; text reads Python's pydoc prose",
     )
-    seq_len: int = _field(50, "time steps per sequence (copy: the blank gap)")
+    seq_len: int | None = _field(
+        None,
+        "time steps per sequence (copy: the blank gap); not for npz, whose "
+        "sequences keep the length they have in the file",
+        shown=SEQ_LEN,
+    )
     units: int = _field(64, "units per LSTM layer")
     layers: int = _field(1, "stacked LSTM layers")
     bidirectional: bool = _field(False, "wrap each LSTM layer in Bidirectional")
@@ -44,7 +56,7 @@ class TrainConfig:
     num_val: int = _field(1000, "validation sequences (text, npz: at most)")
     logdir: str = _field("logs", "directory that holds one folder per run")
     run_name: str | None = _field(
-        None, "name of the run folder (default: time and main settings)"
+        None, "name of the run folder", shown="the start time and main settings"
     )
     resume: bool = _field(
         False,
@@ -54,38 +66,37 @@ class TrainConfig:
     gate_freq: int = _field(1, "log gates to TensorBoard every this many epochs")
     probe_size: int = _field(32, "validation sequences whose gates are logged")
 
+    def __post_init__(self):
+        # Recorded resolved in config.json, so the run can be repeated exactly.
+        if self.seq_len is None and self.task in LENGTH_TASKS:
+            self.seq_len = SEQ_LEN
+
     @property
     def variants(self) -> list[str]:
         return [v.strip() for v in self.variant.split(",")]
 
 
-def _invalid(option, expected, value):
-    return ValueError(
-        f"Received an invalid value for argument `--{option.replace('_', '-')}`: "
-        f"expected {expected}, got {value!r}"
-    )
+def _invalid(field, expected, value):
+    return ArgumentError(field, expected, repr(value))
 
 
 def validate(config: TrainConfig) -> None:
-    """Raises a one-line ValueError for the first unusable setting.
+    """Raises an `ArgumentError` (a ValueError) for the first unusable setting.
 
-    Checks only what is known without reading data (the task does that).
+    Each setting is checked in one place, the one that uses it: here those of
+    the model and its training; the task's (task, data, seq_len, num_train,
+    num_val, seed) in `tasks.make_task`, which reads the data; whether a run
+    folder can be created or continued (logdir, run_name, resume) and whether
+    the model fits the task (bidirectional) in `experiment`.
     """
-    if config.task not in TASKS:
-        raise _invalid("task", f"one of {', '.join(TASKS)}", config.task)
     for variant in config.variants:
         if variant not in VARIANTS:
             raise _invalid("variant", f"names from {', '.join(VARIANTS)}", variant)
     if len(set(config.variants)) != len(config.variants):
         raise _invalid("variant", "each variant at most once", config.variant)
-    for name in ("seq_len", "units", "layers", "epochs", "batch_size"):
+    for name in ("units", "layers", "epochs", "batch_size", "gate_freq", "probe_size"):
         if getattr(config, name) <= 0:
             raise _invalid(name, "a positive integer", getattr(config, name))
-    for name in ("num_train", "num_val", "gate_freq", "probe_size"):
-        if getattr(config, name) <= 0:
-            raise _invalid(name, "a positive integer", getattr(config, name))
-    if config.seed < 0:
-        raise _invalid("seed", "a non-negative integer", config.seed)
     if not config.lr > 0 or config.lr == float("inf"):
         raise _invalid("lr", "a positive number", config.lr)
     if not config.clipnorm >= 0 or config.clipnorm == float("inf"):
@@ -119,15 +130,14 @@ def parser() -> argparse.ArgumentParser:
             "Train a keras_lstm model on a sequence task and log every gate to "
             "TensorBoard."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
-        help = field.metadata["help"]
+        help = f"{field.metadata['help']} (default: {field.metadata['shown']})"
         if field.type in ("bool", bool):
             parser.add_argument(flag, action="store_true", help=help)
             continue
-        kind = {"int": int, "float": float}.get(str(field.type), str)
+        kind = {"int": int, "float": float}.get(field.type.removesuffix(" | None"), str)
         parser.add_argument(
             flag,
             type=kind,
@@ -139,7 +149,11 @@ def parser() -> argparse.ArgumentParser:
 
 
 def from_args(argv=None) -> TrainConfig:
-    """Parses `argv` into a checked `TrainConfig` (exits 2 on bad syntax)."""
+    """Parses `argv` into a checked `TrainConfig` (exits 2 on bad syntax).
+
+    Raises:
+        ArgumentError: For a setting `validate` refuses.
+    """
     args = parser().parse_args(argv)
     config = TrainConfig(**vars(args))
     validate(config)

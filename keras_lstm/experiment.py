@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -11,6 +12,12 @@ import time
 
 import keras
 
+try:
+    import fcntl
+except ImportError:  # Windows: runs are not locked against a second train.py.
+    fcntl = None
+
+from keras_lstm._checks import ArgumentError
 from keras_lstm.callbacks import (
     GateTensorBoard,
     TextSamples,
@@ -24,28 +31,46 @@ from keras_lstm.tasks import Task
 
 CHECKPOINT = "checkpoint"  # last finished epoch: model, optimizer and state.json
 BEST_MODEL = "best.keras"
+LOCK = "lock"  # flock-ed by the train.py writing the run
+# Below this many validation sequences the report warns that small differences
+# from the baseline may be chance (an accuracy's standard error can exceed 0.05).
+FEW_VALIDATION_SEQUENCES = 100
 
 
 class NaNLossError(RuntimeError):
     """The loss became NaN; the run stopped with its best model kept."""
 
 
+def layer_name(kind: str, k: int) -> str:
+    """The name of the k-th (from 1) layer of a kind: lstm, lstm_2, lstm_3, ...
+
+    Fixed names, not Keras's counters, so that a layer's TensorBoard tags do not
+    depend on what else the process built, and the first layer is `lstm` in
+    every run, however deep.
+    """
+    return kind if k == 1 else f"{kind}_{k}"
+
+
 def build_model(config: TrainConfig, task: Task, variant: str) -> keras.Model:
-    """keras_lstm layers, stacked (and bidirectional if asked), then a Dense head."""
+    """keras_lstm layers, stacked (and bidirectional if asked), then a Dense head.
+
+    The layers are named `lstm`, `lstm_2`, ... or, bidirectional, `bidirectional`,
+    `bidirectional_2`, ... (see `layer_name`); a resumed run keeps them.
+    """
     inputs = keras.Input(task.x_train.shape[1:], name="sequences")
     x = inputs
-    for k in range(config.layers):
+    for k in range(1, config.layers + 1):
         lstm = LSTM(
             config.units,
             variant=variant,
             dropout=config.dropout,
             recurrent_dropout=config.recurrent_dropout,
-            seed=config.seed + k,
-            return_sequences=task.return_sequences or k < config.layers - 1,
-            name=f"lstm_{k + 1}",
+            seed=config.seed + k - 1,
+            return_sequences=task.return_sequences or k < config.layers,
+            name=layer_name("lstm", k),
         )
         if config.bidirectional:
-            lstm = keras.layers.Bidirectional(lstm, name=f"bidirectional_{k + 1}")
+            lstm = keras.layers.Bidirectional(lstm, name=layer_name("bidirectional", k))
         x = lstm(x)
     outputs = keras.layers.Dense(task.output_units, name="head")(x)
     model = keras.Model(inputs, outputs, name=f"{task.name}_{variant}")
@@ -61,17 +86,15 @@ def build_model(config: TrainConfig, task: Task, variant: str) -> keras.Model:
     return model
 
 
-def check_logdir(logdir: str) -> None:
-    """Raises unless runs can be written under `logdir` (creates nothing)."""
-    path = os.path.abspath(logdir)
-    existing = path
-    while not os.path.exists(existing):
-        existing = os.path.dirname(existing)
-    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            "Received an invalid value for argument `--logdir`: expected a "
-            f"directory that can be written, got {logdir!r} ({existing!r} is not a "
-            "writable directory)"
+def check_model(config: TrainConfig, task: Task) -> None:
+    """Raises an ArgumentError for a model that would read its own targets."""
+    if config.bidirectional and task.causal:
+        raise ArgumentError(
+            "bidirectional",
+            f"a model that reads forward only, for task {task.name!r}: the input "
+            "at step t+1 is the target at step t, which the backward direction "
+            "would read",
+            repr(config.bidirectional),
         )
 
 
@@ -87,25 +110,41 @@ def _repeatable(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ignored}
 
 
+def _read_config(path: str) -> dict | None:
+    """A run's config.json, or None if it cannot be read."""
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
 def _check_same_run(run_dir: str, run_config: dict) -> None:
     """Raises unless the run in `run_dir` was started with these settings."""
-    with open(os.path.join(run_dir, "config.json")) as f:
-        saved = _repeatable(json.load(f))
-    current = _repeatable(run_config)
+    saved = _read_config(os.path.join(run_dir, "config.json"))
+    if saved is None:
+        raise ArgumentError(
+            "resume",
+            "a run with a readable config.json",
+            f"{run_dir!r}, whose config.json is not valid JSON",
+        )
+    saved, current = _repeatable(saved), _repeatable(run_config)
     differ = [k for k in current if saved.get(k) != current[k]]
     if differ:
         k = differ[0]
-        raise ValueError(
-            "Received an invalid value for argument `--resume`: expected the "
-            f"settings of run {run_dir!r}, but --{k.replace('_', '-')} was "
-            f"{saved.get(k)!r} there and is {current[k]!r} now"
+        raise ArgumentError(
+            "resume",
+            f"the settings of run {run_dir!r}",
+            f"--{k.replace('_', '-')} {current[k]!r}, where the run has "
+            f"{saved.get(k)!r}",
         )
 
 
 def plan_run_dir(config: TrainConfig, variant: str) -> str:
     """The folder of this variant's run: new, or the one to resume.
 
-    Raises a ValueError, creating nothing, when the named run exists and
+    Raises an ArgumentError, creating nothing, when the named run exists and
     `--resume` is not given, or when there is nothing to resume.
     """
     run_config = run_record(config, variant, argv=None)
@@ -116,16 +155,18 @@ def plan_run_dir(config: TrainConfig, variant: str) -> str:
         run_dir = os.path.join(config.logdir, name)
         if config.resume:
             if not os.path.isfile(os.path.join(run_dir, "config.json")):
-                raise ValueError(
-                    "Received an invalid value for argument `--resume`: expected an "
-                    f"existing run to continue, but {run_dir!r} holds none"
+                raise ArgumentError(
+                    "resume",
+                    "an existing run to continue",
+                    f"{run_dir!r}, which holds none",
                 )
             _check_same_run(run_dir, run_config)
         elif os.path.exists(run_dir):
-            raise ValueError(
-                "Received an invalid value for argument `--run-name`: expected a "
-                f"new run name, got {config.run_name!r} ({run_dir!r} exists; add "
-                "--resume to continue it)"
+            raise ArgumentError(
+                "run_name",
+                "a new run name",
+                f"{config.run_name!r} ({run_dir!r} exists; add --resume to "
+                "continue it)",
             )
         return run_dir
     if config.resume:
@@ -133,15 +174,14 @@ def plan_run_dir(config: TrainConfig, variant: str) -> str:
         if os.path.isdir(config.logdir):
             for name in os.listdir(config.logdir):
                 path = os.path.join(config.logdir, name, "config.json")
-                if os.path.isfile(path):
-                    with open(path) as f:
-                        saved = json.load(f)
-                    if _repeatable(saved) == _repeatable(run_config):
-                        candidates.append((os.path.getmtime(path), name))
+                saved = _read_config(path) if os.path.isfile(path) else None
+                if saved is not None and _repeatable(saved) == _repeatable(run_config):
+                    candidates.append((os.path.getmtime(path), name))
         if not candidates:
-            raise ValueError(
-                "Received an invalid value for argument `--resume`: expected a run "
-                f"of the same settings in {config.logdir!r}, found none"
+            raise ArgumentError(
+                "resume",
+                f"a run of the same settings in {config.logdir!r} to continue",
+                "none there",
             )
         return os.path.join(config.logdir, max(candidates)[1])
     base = os.path.join(config.logdir, default_run_name(config, variant))
@@ -157,6 +197,103 @@ def run_record(config: TrainConfig, variant: str, argv) -> dict:
     record["variant"] = variant
     record["argv"] = argv
     return record
+
+
+def open_runs(
+    config: TrainConfig, run_dirs: dict[str, str], argv
+) -> contextlib.ExitStack:
+    """Creates (with --resume: reopens) each run folder and locks it; the last
+    check of a command, and its first write.
+
+    Creating the folders is what proves that they can be created and written
+    (a permission check cannot: root passes it for /proc). A new run's
+    config.json is written here. Each folder's `lock` file is held with an
+    exclusive `flock` while this process runs, so a second train.py on the same
+    run is refused instead of writing into it; the system releases the lock when
+    the process ends, however it ends (kill -9 included).
+
+    Returns:
+        An ExitStack holding the locks; closing it releases them.
+
+    Raises:
+        ArgumentError: For `logdir` when a folder cannot be created or written,
+            for `run_name` (or `resume`) when another process holds a run. What
+            this call wrote is removed first: a refused command leaves nothing.
+    """
+    argument = "resume" if config.run_name is None else "run_name"
+    locks = contextlib.ExitStack()
+    undo = contextlib.ExitStack()  # what this call wrote, last first
+    try:
+        for variant, run_dir in run_dirs.items():
+            if not config.resume:
+                _make_run_dir(run_dir, undo)
+            fd = _lock(run_dir, argument, undo)
+            locks.callback(os.close, fd)
+            if not config.resume:
+                path = os.path.join(run_dir, "config.json")
+                _write_json(run_record(config, variant, argv), path)
+                undo.callback(os.remove, path)
+    except OSError as error:
+        locks.close()
+        undo.close()
+        raise ArgumentError(
+            "logdir",
+            "a directory in which run folders can be created and written",
+            f"{config.logdir!r} ({error.strerror}: {error.filename!r})",
+        ) from None
+    except BaseException:
+        locks.close()
+        undo.close()
+        raise
+    undo.pop_all()
+    return locks
+
+
+def _make_run_dir(run_dir: str, undo: contextlib.ExitStack) -> None:
+    """Creates `run_dir`, which must be new, and its missing parents."""
+    missing, parent = [], os.path.dirname(os.path.abspath(run_dir))
+    while not os.path.isdir(parent):
+        missing.append(parent)
+        parent = os.path.dirname(parent)
+    for path in reversed(missing):
+        os.mkdir(path)
+        undo.callback(os.rmdir, path)
+    try:
+        os.mkdir(run_dir)
+    except FileExistsError:
+        raise ArgumentError(
+            "run_name",
+            "a run folder that no other train.py creates at the same time",
+            repr(run_dir),
+        ) from None
+    undo.callback(os.rmdir, run_dir)
+
+
+def _lock(run_dir: str, argument: str, undo: contextlib.ExitStack) -> int:
+    """Opens <run_dir>/lock, holds an exclusive flock on it and writes our pid."""
+    path = os.path.join(run_dir, LOCK)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        undo.callback(os.remove, path)
+    except FileExistsError:
+        fd = os.open(path, os.O_RDWR)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 32).decode(errors="replace").strip()
+                raise ArgumentError(
+                    argument,
+                    "a run that no other train.py is writing",
+                    f"{run_dir!r} (process {holder or '?'} is writing it)",
+                ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def _save_atomically(write, path):
@@ -206,7 +343,11 @@ class RunCheckpoint(keras.callbacks.Callback):
 
 
 def run(config: TrainConfig, task: Task, variant: str, run_dir: str, argv) -> dict:
-    """Trains one variant in `run_dir` (new or resumed) and returns its metrics."""
+    """Trains one variant in `run_dir` and returns its metrics.
+
+    `run_dir` is new (made by `open_runs`, with its config.json) or, with
+    `config.resume`, a run to continue.
+    """
     state_path = os.path.join(run_dir, CHECKPOINT, "state.json")
     metrics_path = os.path.join(run_dir, "metrics.json")
     state = None
@@ -231,10 +372,6 @@ def run(config: TrainConfig, task: Task, variant: str, run_dir: str, argv) -> di
         state = {"epoch": 0}
         keras.utils.set_random_seed(config.seed)
         model = build_model(config, task, variant)
-        os.makedirs(run_dir, exist_ok=config.resume)
-        _write_json(
-            run_record(config, variant, argv), os.path.join(run_dir, "config.json")
-        )
         write_hparams(
             run_dir, hparams(config, variant, task), trial_id=os.path.basename(run_dir)
         )
@@ -272,14 +409,18 @@ def run(config: TrainConfig, task: Task, variant: str, run_dir: str, argv) -> di
         shuffle=True,
     )
     losses = history.history.get("loss", [])
-    if any(not math.isfinite(v) for v in losses):
+    diverged = [
+        e for e, v in zip(history.epoch, losses, strict=True) if not math.isfinite(v)
+    ]
+    if diverged:
         kept = (
             f"best model so far: {os.path.join(run_dir, BEST_MODEL)}"
             if "best_logs" in state
             else "no epoch had a finite validation loss, so no model was kept"
         )
+        # history.epoch counts from 0; the progress bar and the user from 1.
         raise NaNLossError(
-            f"the loss became NaN or infinite after epoch {state['epoch']}; the run "
+            f"the loss became NaN or infinite in epoch {diverged[0] + 1}; the run "
             f"stopped ({kept})"
         )
     metrics = final_metrics(config, task, variant, state)
@@ -315,6 +456,7 @@ def final_metrics(config: TrainConfig, task: Task, variant: str, state: dict) ->
         "baseline_val_loss": task.baseline["val_loss"],
         "best_epoch": state.get("best_epoch"),
         "epochs_run": state["epoch"],
+        "val_sequences": len(task.x_val),
         "wall_seconds": round(state.get("wall_seconds", 0.0), 2),
     }
     if task.kind in ("classification", "sequence_classification", "language_model"):
@@ -326,15 +468,20 @@ def final_metrics(config: TrainConfig, task: Task, variant: str, state: dict) ->
     return metrics
 
 
-def baseline_name(task: Task) -> str:
-    """What the baseline is, in words, for the report."""
+def baseline_name(task: Task, metric: str) -> str:
+    """What scores a metric's baseline, in words, for the report."""
     if task.name == "npz":
-        return (
-            "predicting the mean" if task.kind == "regression" else "class frequencies"
-        )
+        return {
+            "val_loss": (
+                "predicting the training mean"
+                if task.kind == "regression"
+                else "predicting the training class frequencies"
+            ),
+            "val_accuracy": "predicting the majority class",
+        }[metric]
     return {
         "adding": "predicting the mean",
         "copy": "the best memoryless guess",
         "order": "chance",
-        "text": "character frequencies (unigram)",
+        "text": "predicting the training character frequencies (unigram)",
     }[task.name]

@@ -30,7 +30,11 @@ from typing import NoReturn
 
 import numpy as np
 
+from keras_lstm._checks import ArgumentError
+
 TASKS = ("adding", "copy", "order", "text", "npz")
+# The tasks whose sequence length `seq_len` chooses; npz keeps the file's.
+LENGTH_TASKS = ("adding", "copy", "order", "text")
 KINDS = ("regression", "classification", "sequence_classification", "language_model")
 
 # Copy memory (Arjovsky et al. 2016): remember 10 symbols drawn from 8.
@@ -48,6 +52,9 @@ MAX_VOCAB = 100
 UNK = "\ufffd"
 TEXT_VAL_FRACTION = 0.1
 NPZ_VAL_FRACTION = 0.2
+# Fewer samples leave a validation split of 3 or fewer: a baseline comparison
+# on it says nothing.
+NPZ_MIN_SAMPLES = 20
 
 
 @dataclasses.dataclass
@@ -71,6 +78,10 @@ class Task:
                 that loss divided by ln 2.
         output_units: Units of the final Dense layer.
         return_sequences: Whether the model predicts at every step.
+        causal: Whether the prediction at step t may use only the inputs up to
+            step t: true where a later input is an earlier step's target (a
+            language model's next character), so a model that reads ahead, like
+            the backward half of a `Bidirectional`, would read the answers.
         baseline: What a predictor that ignores the inputs scores, keyed by the
             Keras metric it compares with ("val_loss", "val_accuracy",
             "val_bits_per_char"). Losses are in nats. Keys that are not metric
@@ -92,6 +103,7 @@ class Task:
     return_sequences: bool
     baseline: dict[str, float]
     step_labels: Callable[[np.ndarray], list[str]] = dataclasses.field(repr=False)
+    causal: bool = False
     vocab: list[str] | None = dataclasses.field(default=None, repr=False)
     decode: Callable[[np.ndarray], str] | None = dataclasses.field(
         default=None, repr=False
@@ -99,21 +111,22 @@ class Task:
 
 
 def make_task(
-    name: str,
+    task: str,
     *,
-    seq_len: int,
+    seq_len: int | None = None,
     seed: int,
     num_train: int,
     num_val: int,
     data: str | os.PathLike | None = None,
 ) -> Task:
-    """Builds the task `name`, one of `TASKS`.
+    """Builds the task `task`, one of `TASKS`.
 
     Args:
-        name: The task.
+        task: The task's name.
         seq_len: Time steps per sequence (`copy`: the length of the blank gap,
-            so sequences have seq_len + 20 steps). Ignored by `npz`, whose
-            sequences keep their own length.
+            so sequences have seq_len + 20 steps). Required by the tasks in
+            `LENGTH_TASKS`; `npz` sequences keep the length they have in the
+            file, so `npz` refuses any value but None.
         seed: Seeds every random draw.
         num_train: Training sequences; for `text` and `npz`, at most this many.
         num_val: Validation sequences; for `text` and `npz`, at most this many.
@@ -124,40 +137,48 @@ def make_task(
         A `Task`.
 
     Raises:
-        ValueError: For any invalid argument or unusable file, in one line that
-            names the argument, the value received and what was expected.
+        ArgumentError: (a ValueError) For any invalid argument or unusable file,
+            in one line that names the argument, the value received and what was
+            expected; `.argument` is the argument's name.
     """
-    if not isinstance(name, str) or name not in TASKS:
+    if not isinstance(task, str) or task not in TASKS:
         valid = ", ".join(repr(t) for t in TASKS)
-        _invalid("name", f"one of {valid}", name)
-    for arg, value in (
-        ("seq_len", seq_len),
-        ("num_train", num_train),
-        ("num_val", num_val),
-    ):
+        _invalid("task", f"one of {valid}", task)
+    if task not in LENGTH_TASKS and seq_len is not None:
+        _invalid(
+            "seq_len",
+            f"no value for task {task!r} (its sequences keep the length they "
+            "have in the file)",
+            seq_len,
+        )
+    sizes = [("num_train", num_train), ("num_val", num_val)]
+    if task in LENGTH_TASKS:
+        sizes.insert(0, ("seq_len", seq_len))
+    for arg, value in sizes:
         if not _is_int(value) or value < 1:
             _invalid(arg, "a positive integer", value)
     if not _is_int(seed) or seed < 0:
         _invalid("seed", "a non-negative integer", seed)
-    if name in ("adding", "copy", "order") and data is not None:
-        _invalid("data", f"None, since task {name!r} generates its data", data)
-    if name == "npz" and data is None:
+    if task in ("adding", "copy", "order") and data is not None:
+        _invalid("data", f"None, since task {task!r} generates its data", data)
+    if task == "npz" and data is None:
         _invalid("data", "the path of an .npz file for task 'npz'", data)
 
     # Independent streams: the validation set does not depend on num_train.
     train_seed, val_seed = np.random.SeedSequence(seed).spawn(2)
     rng_train = np.random.default_rng(train_seed)
     rng_val = np.random.default_rng(val_seed)
-    seq_len, num_train, num_val = int(seq_len), int(num_train), int(num_val)
-    if name == "adding":
+    num_train, num_val = int(num_train), int(num_val)
+    if task == "npz":
+        return _npz(data, num_train, num_val, seed)
+    seq_len = int(seq_len)
+    if task == "adding":
         return _adding(seq_len, num_train, num_val, rng_train, rng_val)
-    if name == "copy":
+    if task == "copy":
         return _copy(seq_len, num_train, num_val, rng_train, rng_val)
-    if name == "order":
+    if task == "order":
         return _order(seq_len, num_train, num_val, rng_train, rng_val)
-    if name == "text":
-        return _text(data, seq_len, num_train, num_val, rng_train, rng_val)
-    return _npz(data, num_train, num_val, seed)
+    return _text(data, seq_len, num_train, num_val, rng_train, rng_val)
 
 
 def _adding(seq_len, num_train, num_val, rng_train, rng_val) -> Task:
@@ -315,7 +336,7 @@ def _text(data, seq_len, num_train, num_val, rng_train, rng_val) -> Task:
     inputs of consecutive windows tile the text; when there are more windows
     than `num_train` / `num_val`, a seeded random subset, kept in text order.
     Inputs: one-hot (samples, T, vocab); targets: the ids of the next characters
-    (samples, T), i.e. the inputs shifted by one.
+    (samples, T), i.e. the inputs shifted by one, so the task is `causal`.
 
     Baseline: the unigram entropy of the training split, in bits per character
     (`val_bits_per_char`) and in nats (`val_loss`).
@@ -383,6 +404,7 @@ def _text(data, seq_len, num_train, num_val, rng_train, rng_val) -> Task:
         return_sequences=True,
         baseline={"val_loss": bits * math.log(2), "val_bits_per_char": bits},
         step_labels=step_labels,
+        causal=True,
         vocab=vocab,
         decode=decode,
     )
@@ -412,9 +434,9 @@ def _npz(data, num_train, num_val, seed) -> Task:
     `x`: numbers, (samples, time, features). `y`: one target per sample. An
     integer (or boolean) `y` of shape (samples,) or (samples, 1) holds class
     labels 0..K-1: classification with K = max + 1 classes. Any float `y`, even
-    one holding whole numbers, is regression: (samples,) or (samples, k). The
-    samples are shuffled by the seed and split 80/20 into training and
-    validation, each then cut to at most `num_train` / `num_val`.
+    one holding whole numbers, is regression: (samples,) or (samples, k). At
+    least `NPZ_MIN_SAMPLES` samples, shuffled by the seed and split 80/20 into
+    training and validation, each then cut to at most `num_train` / `num_val`.
 
     Baselines, from the training split, measured on the validation split:
     classification: the majority class's accuracy and the cross-entropy of the
@@ -494,8 +516,13 @@ def _npz(data, num_train, num_val, seed) -> Task:
                 quote=False,
             )
         y = y.astype(np.float32)
-    if len(x) < 2:
-        _invalid("data", "at least 2 samples", f"{data!r} with {len(x)}", quote=False)
+    if len(x) < NPZ_MIN_SAMPLES:
+        _invalid(
+            "data",
+            f"at least {NPZ_MIN_SAMPLES} samples, a fifth of them to validate on",
+            f"{data!r} with {len(x)}",
+            quote=False,
+        )
 
     order = np.random.default_rng(seed).permutation(len(x))
     split = max(1, round(len(x) * NPZ_VAL_FRACTION))
@@ -553,8 +580,4 @@ def _is_int(value) -> bool:
 
 
 def _invalid(argument: str, expected: str, value, quote: bool = True) -> NoReturn:
-    got = repr(value) if quote else value
-    raise ValueError(
-        f"Received an invalid value for argument `{argument}`: "
-        f"expected {expected}, got {got}"
-    )
+    raise ArgumentError(argument, expected, repr(value) if quote else value)

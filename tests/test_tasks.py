@@ -5,9 +5,16 @@ import zipfile
 import numpy as np
 import pytest
 
-from keras_lstm.tasks import TASKS, make_task
+from keras_lstm._checks import ArgumentError
+from keras_lstm.tasks import LENGTH_TASKS, NPZ_MIN_SAMPLES, TASKS, make_task
 
 SIZES = {"seq_len": 12, "seed": 0, "num_train": 40, "num_val": 20}
+# npz sequences keep the length they have in the file.
+NPZ_SIZES = {k: v for k, v in SIZES.items() if k != "seq_len"}
+
+
+def sizes(name):
+    return SIZES if name in LENGTH_TASKS else NPZ_SIZES
 
 
 def write_text(tmp_path, text, name="text.txt"):
@@ -249,7 +256,7 @@ def test_text_default_is_pydoc_topics():
 def test_npz_integer_labels_mean_classification(tmp_path):
     task = make_task(
         "npz",
-        **{**SIZES, "num_train": 100, "num_val": 100},
+        **{**NPZ_SIZES, "num_train": 100, "num_val": 100},
         data=classification_npz(tmp_path, n=50),
     )
     assert task.kind == "classification"
@@ -272,7 +279,7 @@ def test_npz_float_targets_mean_regression(tmp_path, y_shape, units):
     # Whole numbers stored as floats are still regression targets.
     y = rng.integers(0, 3, y_shape).astype(np.float64)
     path = write_npz(tmp_path, x=rng.normal(size=(30, 5, 2)), y=y)
-    task = make_task("npz", **SIZES, data=path)
+    task = make_task("npz", **NPZ_SIZES, data=path)
     assert task.kind == "regression"
     assert task.output_units == units
     assert (len(task.x_train), len(task.x_val)) == (24, 6)
@@ -285,11 +292,13 @@ def test_npz_split_is_a_seeded_partition(tmp_path):
     n = 25
     x = np.arange(n * 2 * 1, dtype=np.float64).reshape(n, 2, 1)
     path = write_npz(tmp_path, x=x, y=np.arange(n) % 2)
-    task = make_task("npz", **{**SIZES, "num_train": 100, "num_val": 100}, data=path)
+    task = make_task(
+        "npz", **{**NPZ_SIZES, "num_train": 100, "num_val": 100}, data=path
+    )
     seen = np.concatenate([task.x_train[:, 0, 0], task.x_val[:, 0, 0]]) / 2
     assert sorted(seen) == list(range(n))
     assert len(task.x_val) == 5
-    capped = make_task("npz", seq_len=1, seed=0, num_train=3, num_val=2, data=path)
+    capped = make_task("npz", seed=0, num_train=3, num_val=2, data=path)
     assert (len(capped.x_train), len(capped.x_val)) == (3, 2)
 
 
@@ -299,15 +308,15 @@ def test_npz_split_is_a_seeded_partition(tmp_path):
 @pytest.mark.parametrize("name", TASKS)
 def test_same_seed_same_data_other_seed_other_data(name, tmp_path):
     data = data_for(name, tmp_path)
-    a = make_task(name, **SIZES, data=data)
-    b = make_task(name, **SIZES, data=data)
+    a = make_task(name, **sizes(name), data=data)
+    b = make_task(name, **sizes(name), data=data)
     for field in ("x_train", "y_train", "x_val", "y_val"):
         assert np.array_equal(getattr(a, field), getattr(b, field))
     assert a.baseline == b.baseline
     assert a.x_train.dtype == np.float32 and a.x_train.ndim == 3
     assert len(a.step_labels(a.x_train[0])) == a.x_train.shape[1]
     if name != "text":  # text uses every window at this size: nothing to draw
-        c = make_task(name, **{**SIZES, "seed": 1}, data=data)
+        c = make_task(name, **{**sizes(name), "seed": 1}, data=data)
         assert not np.array_equal(a.x_train, c.x_train)
 
 
@@ -322,8 +331,11 @@ def test_validation_set_does_not_depend_on_num_train(name):
 
 
 def raises(argument, value, **kwargs):
-    with pytest.raises(ValueError) as info:
-        make_task(**{"name": "adding", **SIZES, **kwargs})
+    task = kwargs.get("task", "adding")
+    with pytest.raises(ArgumentError) as info:
+        make_task(**{"task": task, **sizes(task), **kwargs})
+    assert isinstance(info.value, ValueError)
+    assert info.value.argument == argument
     message = str(info.value)
     assert f"argument `{argument}`" in message
     assert str(value) in message
@@ -332,7 +344,7 @@ def raises(argument, value, **kwargs):
 
 
 def test_unknown_task_lists_the_valid_ones():
-    message = raises("name", "'lstm'", name="lstm")
+    message = raises("task", "'lstm'", task="lstm")
     for name in TASKS:
         assert repr(name) in message
 
@@ -349,47 +361,47 @@ def test_seed_must_be_a_non_negative_integer():
 
 @pytest.mark.parametrize("name, seq_len", [("adding", 1), ("order", 3)])
 def test_too_short_for_the_task(name, seq_len):
-    raises("seq_len", seq_len, name=name, seq_len=seq_len)
+    raises("seq_len", seq_len, task=name, seq_len=seq_len)
 
 
 @pytest.mark.parametrize("name", ["adding", "copy", "order"])
 def test_synthetic_tasks_refuse_data(name, tmp_path):
     path = write_text(tmp_path, "hello")
-    raises("data", path, name=name, data=path)
+    raises("data", path, task=name, data=path)
 
 
 def test_npz_needs_data():
-    raises("data", None, name="npz")
+    raises("data", None, task="npz")
 
 
 @pytest.mark.parametrize("name", ["text", "npz"])
 def test_missing_file(name, tmp_path):
     path = str(tmp_path / "nowhere.bin")
-    raises("data", path, name=name, data=path)
-    raises("data", str(tmp_path), name=name, data=str(tmp_path))
+    raises("data", path, task=name, data=path)
+    raises("data", str(tmp_path), task=name, data=str(tmp_path))
 
 
 def test_empty_text_file(tmp_path):
     path = write_text(tmp_path, "")
-    raises("data", path, name="text", data=path)
+    raises("data", path, task="text", data=path)
 
 
 def test_non_utf8_text_file(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("caf\xe9 ".encode("latin-1") * 100)
-    raises("data", str(path), name="text", data=str(path))
+    raises("data", str(path), task="text", data=str(path))
 
 
 def test_npz_given_to_text_is_not_utf8(tmp_path):
     path = classification_npz(tmp_path)
-    raises("data", path, name="text", data=path)
+    raises("data", path, task="text", data=path)
 
 
 def test_text_too_short_for_seq_len(tmp_path):
     path = write_text(tmp_path, "x" * 50)
-    message = raises("data", path, name="text", data=path, seq_len=10)
+    message = raises("data", path, task="text", data=path, seq_len=10)
     assert "110" in message
-    raises("seq_len", 10**7, name="text", seq_len=10**7)
+    raises("seq_len", 10**7, task="text", seq_len=10**7)
 
 
 def npz_cases(tmp_path):
@@ -457,17 +469,45 @@ NPZ_CASES = [
 ]
 
 
+def test_npz_sequences_keep_their_length_so_seq_len_is_refused(tmp_path):
+    path = classification_npz(tmp_path)
+    assert make_task("npz", **NPZ_SIZES, data=path).x_train.shape[1] == 6
+    raises("seq_len", 12, task="npz", seq_len=12, data=path)
+    raises("seq_len", None, task="adding", seq_len=None)
+
+
+def test_npz_needs_enough_samples_to_validate_on(tmp_path):
+    message = raises(
+        "data", "with 19", task="npz", data=classification_npz(tmp_path, 19)
+    )
+    assert str(NPZ_MIN_SAMPLES) in message
+    path = classification_npz(tmp_path, NPZ_MIN_SAMPLES)
+    task = make_task("npz", seed=0, num_train=100, num_val=100, data=path)
+    assert (len(task.x_train), len(task.x_val)) == (16, 4)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_only_text_puts_later_targets_in_the_inputs(name, tmp_path):
+    # A language model's input at t + 1 is its target at t; the other tasks'
+    # targets are never among the inputs that follow them.
+    task = make_task(name, **sizes(name), data=data_for(name, tmp_path))
+    assert task.causal == (name == "text")
+    if name == "text":
+        inputs = task.x_train.argmax(axis=-1)
+        assert np.array_equal(inputs[:, 1:], task.y_train[:, :-1])
+
+
 @pytest.mark.parametrize("case", NPZ_CASES)
 def test_bad_npz(case, tmp_path):
     path = npz_cases(tmp_path)[case]
-    raises("data", repr(path), name="npz", data=path)
+    raises("data", repr(path), task="npz", data=path)
 
 
 def test_loading_writes_nothing(tmp_path):
     path = classification_npz(tmp_path)
     text = write_text(tmp_path, "some text to read. " * 20)
     before = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
-    make_task("npz", **SIZES, data=path)
+    make_task("npz", **NPZ_SIZES, data=path)
     make_task("text", **{**SIZES, "seq_len": 5}, data=text)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
     assert zipfile.is_zipfile(path)

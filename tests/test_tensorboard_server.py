@@ -98,18 +98,18 @@ def gate_tags(kind):
     tags = set()
     for gate in keras_lstm.GATES:
         tags |= {
-            "histograms": {f"lstm_1/{gate}/activations"},
-            "scalars": {f"lstm_1/{gate}/mean"},
-            "images": {f"lstm_1/{gate}/heatmap"},
+            "histograms": {f"lstm/{gate}/activations"},
+            "scalars": {f"lstm/{gate}/mean"},
+            "images": {f"lstm/{gate}/heatmap"},
         }[kind]
     for gate in SIGMOID_GATES:
         tags |= {
             "histograms": set(),
             "scalars": {
-                f"lstm_1/{gate}/left_saturated",
-                f"lstm_1/{gate}/right_saturated",
+                f"lstm/{gate}/left_saturated",
+                f"lstm/{gate}/right_saturated",
             },
-            "images": {f"lstm_1/{gate}/saturation"},
+            "images": {f"lstm/{gate}/saturation"},
         }[kind]
     return tags
 
@@ -147,9 +147,9 @@ def test_forget_gate_filter_matches_only_forget_gates(server):
     )
     matched = {t for t in answer["tiny/gates"] if "forget_gate" in t}
     assert matched == {
-        "lstm_1/forget_gate/mean",
-        "lstm_1/forget_gate/left_saturated",
-        "lstm_1/forget_gate/right_saturated",
+        "lstm/forget_gate/mean",
+        "lstm/forget_gate/left_saturated",
+        "lstm/forget_gate/right_saturated",
     }
 
 

@@ -2,6 +2,7 @@
 
 import csv
 import dataclasses
+import fcntl
 import json
 import math
 import os
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import keras
@@ -20,6 +22,7 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
 import keras_lstm
+from keras_lstm import experiment
 from keras_lstm.config import TrainConfig
 from keras_lstm.gates import lstm_layers
 
@@ -209,6 +212,8 @@ def bad_data(data):
     x_nan[3, 2, 1] = np.nan
     write_npz(data / "nan_x.npz", x=x_nan, y=y)
     write_npz(data / "nan_y.npz", x=x, y=np.where(y == 1, np.nan, 0.5))
+    write_npz(data / "three.npz", x=x[:3], y=y[:3])
+    write_npz(data / "twenty.npz", x=np.concatenate([x, x]), y=np.concatenate([y, y]))
     return data
 
 
@@ -268,6 +273,15 @@ def expected_gate_tags(layers):
     return tags
 
 
+def layer_names(layers, bidirectional=False):
+    """The names README promises: lstm, lstm_2, ... (bidirectional, ...)."""
+    names = ["lstm"] + [f"lstm_{k}" for k in range(2, layers + 1)]
+    if not bidirectional:
+        return names
+    wrappers = [name.replace("lstm", "bidirectional") for name in names]
+    return [f"{w}/{side}" for w in wrappers for side in ("forward", "backward")]
+
+
 def check_run(run_dir, args, epochs, stdout):
     """What every finished run directory must hold; returns its metrics."""
     assert str(run_dir) in stdout
@@ -282,12 +296,12 @@ def check_run(run_dir, args, epochs, stdout):
 
     model = keras.saving.load_model(run_dir / "best.keras")
     layers = lstm_layers(model)
-    assert layers and all(isinstance(v, keras_lstm.LSTM) for v in layers.values())
+    assert all(isinstance(v, keras_lstm.LSTM) for v in layers.values())
+    assert list(layers) == layer_names(config["layers"], config["bidirectional"])
     gates = load(run_dir / "gates")
     assert set(gates.Tags()[event_accumulator.TENSORS]) == expected_gate_tags(layers)
-    assert steps(gates, f"{next(iter(layers))}/forget_gate/mean") == list(
-        range(1, epochs + 1)
-    )
+    # Gates sit at the steps of Keras's epoch_loss.
+    assert steps(gates, f"{next(iter(layers))}/forget_gate/mean") == list(range(epochs))
 
     root = load(run_dir)
     content = root.PluginTagToContent("hparams")
@@ -407,7 +421,12 @@ def test_help_lists_every_option_with_its_default(capsys):
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
         assert flag in blocks, flag
-        assert f"(default: {field.default})" in blocks[flag], blocks[flag]
+        # Once, and what happens: not "(default: None)" for a computed default.
+        assert blocks[flag].count("(default:") == 1, blocks[flag]
+        assert "(default: None)" not in blocks[flag], blocks[flag]
+        shown = field.metadata["shown"]
+        assert f"(default: {shown})" in blocks[flag], blocks[flag]
+    assert "(default: 50)" in blocks["--seq-len"]
     for flag in (
         "--task --data --seq-len --units --layers --bidirectional --variant --dropout "
         "--recurrent-dropout --epochs --batch-size --lr --clipnorm --seed --logdir "
@@ -419,7 +438,7 @@ def test_help_lists_every_option_with_its_default(capsys):
 # --- resume -------------------------------------------------------------------
 
 
-def test_resume_after_kill_continues_from_the_last_finished_epoch(tmp_path):
+def test_resume_after_kill_continues_from_the_last_finished_epoch(tmp_path, capsys):
     logdir = tmp_path / "logs"
     epochs = 12
     args = ["--logdir", logdir, "--run-name", "long", "--epochs", epochs]
@@ -441,6 +460,12 @@ def test_resume_after_kill_continues_from_the_last_finished_epoch(tmp_path):
                     finished_epochs = json.loads(state_path.read_text())["epoch"]
                 except json.JSONDecodeError:
                     pass
+        # A second train.py on the run is refused while the first writes it.
+        assert _main([*args, "--resume"]) == 2
+        assert process.poll() is None, "the run ended before the second command"
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1, err
+        assert "--run-name" in err and f"process {process.pid}" in err, err
         os.kill(process.pid, signal.SIGKILL)
     finally:
         process.kill()
@@ -553,6 +578,15 @@ BAD = {
     "npz NaN in x": (["--task", "npz", "--data", "{data}/nan_x.npz"], "--data"),
     "npz NaN in y": (["--task", "npz", "--data", "{data}/nan_y.npz"], "--data"),
     "npz missing": (["--task", "npz"], "--data"),
+    "npz of 3 samples": (["--task", "npz", "--data", "{data}/three.npz"], "--data"),
+    "npz with seq len": (
+        ["--task", "npz", "--data", "{data}/twenty.npz", "--seq-len", "8"],
+        "--seq-len",
+    ),
+    "seed -1": (["--seed", "-1"], "--seed"),
+    "num val 0": (["--num-val", "0"], "--num-val"),
+    # The backward direction would read x_{t+1}, the target at step t.
+    "bidirectional text": (["--task", "text", "--bidirectional"], "--bidirectional"),
     "logdir under a file": (["--logdir", "{logs}/notes.txt/runs"], "--logdir"),
 }
 
@@ -574,6 +608,26 @@ def test_bad_input_exits_2_with_one_line_and_touches_nothing(tmp_path, capsys, c
     assert named in lines[0], lines[0]
     assert "Traceback" not in err
     assert snapshot(logs) == before
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs Linux's /proc")
+def test_logdir_check_creates_the_run_folder_and_root_cannot_in_proc(capsys):
+    # os.access says yes to root for /proc; only creating the folder tells.
+    assert _main(["--logdir", "/proc/x", *TINY, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--logdir" in err, err
+    assert not os.path.exists("/proc/x")
+
+
+def test_logdir_that_fails_halfway_leaves_no_folder_behind(tmp_path, capsys):
+    logs = make_history(tmp_path / "logs")
+    before = set(snapshot(logs))
+    # "new" can be created, the folder below it cannot (its name is too long).
+    logdir = logs / "new" / ("x" * 300)
+    assert _main(["--logdir", logdir, *TINY, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "--logdir" in err, err
+    assert set(snapshot(logs)) == before
 
 
 @pytest.mark.parametrize("case", list(CLI_BAD))
@@ -601,7 +655,8 @@ def test_nan_loss_stops_each_run_with_one_line_and_the_sweep_goes_on(tmp_path, c
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 2 and "Traceback" not in err, err
-    assert all("NaN" in line for line in lines)
+    # Counted as the progress bar counts: the first epoch is epoch 1.
+    assert all("NaN" in line and "in epoch 1;" in line for line in lines), err
     for run_dir in run_dirs(logdir):
         assert (run_dir / "config.json").is_file()
         assert not (run_dir / "metrics.json").exists()
@@ -641,7 +696,7 @@ def test_text_model_loads_in_a_fresh_process_after_import_keras_lstm(cli_runs):
         timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "lstm_1" in result.stdout
+    assert result.stdout.strip() == "['lstm']"
 
 
 def test_resume_with_more_epochs_trains_a_finished_run_on(tmp_path, capsys):
@@ -650,6 +705,19 @@ def test_resume_with_more_epochs_trains_a_finished_run_on(tmp_path, capsys):
     assert _main([*args, "--epochs", 1]) == 0
     assert _main([*args, "--epochs", 1, "--resume"]) == 0
     assert "finished 1 epochs already" in capsys.readouterr().out
+
+    # While another process holds the run's lock, a second command is refused.
+    with open(logdir / "r" / experiment.LOCK, "r+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.truncate()
+        lock.write("4242\n")
+        lock.flush()
+        before = snapshot(logdir)
+        assert _main([*args, "--epochs", 3, "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--run-name" in err and "process 4242" in err, err
+    assert snapshot(logdir) == before
     assert _main([*args, "--epochs", 3, "--resume"]) == 0
     out = capsys.readouterr().out
     assert "Epoch 2/3" in out and "Epoch 1/3" not in out
@@ -657,3 +725,39 @@ def test_resume_with_more_epochs_trains_a_finished_run_on(tmp_path, capsys):
     assert metrics["epochs_run"] == 3
     train = load(logdir / "r" / "train")
     assert steps(train, "epoch_loss") == [0, 1, 2]
+    # The resumed model is the saved one: same layer names, same tags.
+    gates = load(logdir / "r" / "gates")
+    assert set(gates.Tags()[event_accumulator.TENSORS]) == expected_gate_tags(["lstm"])
+
+
+# --- the report -----------------------------------------------------------------
+
+
+def test_report_says_which_side_of_the_baseline_and_by_how_much(capsys):
+    # The numbers of a run once reported as "nothing learned yet".
+    metrics = {
+        "val_loss": 1.282,
+        "baseline_val_loss": 1.339,
+        "val_accuracy": 0.517,
+        "baseline_accuracy": 0.417,
+        "best_epoch": 3,
+        "epochs_run": 4,
+        "wall_seconds": 12.0,
+        "val_sequences": 400,
+    }
+    npz = types.SimpleNamespace(name="npz", kind="classification")
+    train.report("logs/r", metrics, npz)
+    out = capsys.readouterr().out
+    assert "val_loss" in out and "0.057 below the baseline 1.339 (-4.3%, better)" in out
+    assert "0.1 above the baseline 0.417 (+24.0%, better)" in out
+    assert "val_loss: predicting the training class frequencies" in out
+    assert "val_accuracy: predicting the majority class" in out
+    assert "nothing learned" not in out and "validation sequences" not in out
+    assert "best epoch 3 of 4" in out
+
+    worse = {**metrics, "val_loss": 1.4, "val_accuracy": 0.417, "val_sequences": 8}
+    train.report("logs/r", worse, npz)
+    out = capsys.readouterr().out
+    assert "0.061 above the baseline 1.339 (+4.6%, worse)" in out
+    assert "at the baseline 0.417" in out
+    assert "8 validation sequences only" in out
