@@ -3,6 +3,7 @@
     python train.py                                   # adding problem, length 50
     python train.py --task text --epochs 5            # character model of Python's docs
     python train.py --variant standard,cifg,no_forget_gate --epochs 4
+    python train.py --strategy mirrored --devices 2   # a batch split over 2 CPU devices
     python train.py --help                            # every option and its default
 
 Each run writes logs/<run>/: config.json, TensorBoard logs (train/, validation/,
@@ -12,6 +13,7 @@ it exits with code 2 and one line on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import sys
@@ -30,16 +32,22 @@ def _import_quietly():
     os.dup2(devnull, 2)
     try:
         import keras_lstm.config
+        import keras_lstm.distribute
         import keras_lstm.experiment
         import keras_lstm.tasks
     finally:
         os.dup2(stderr, 2)
         os.close(stderr)
         os.close(devnull)
-    return keras_lstm.config, keras_lstm.experiment, keras_lstm.tasks
+    return (
+        keras_lstm.config,
+        keras_lstm.distribute,
+        keras_lstm.experiment,
+        keras_lstm.tasks,
+    )
 
 
-config_lib, experiment, tasks = _import_quietly()
+config_lib, distribute, experiment, tasks = _import_quietly()
 from keras_lstm._checks import ArgumentError  # noqa: E402  (loaded above)
 from keras_lstm.callbacks import HPARAMS_METRICS  # noqa: E402
 
@@ -63,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     # flag.
     try:
         config = config_lib.from_args(argv)
+        # First: devices can be configured only before TensorFlow's first op.
+        chief = distribute.is_chief(config)
+        strategy = distribute.make_strategy(config)
         task = tasks.make_task(
             config.task,
             seq_len=config.seq_len,
@@ -72,32 +83,60 @@ def main(argv: list[str] | None = None) -> int:
             data=config.data,
         )
         experiment.check_model(config, task)
-        run_dirs = {v: experiment.plan_run_dir(config, v) for v in config.variants}
-        locks = experiment.open_runs(config, run_dirs, argv)
+        if chief:
+            run_dirs = {v: experiment.plan_run_dir(config, v) for v in config.variants}
+            locks = experiment.open_runs(config, run_dirs, argv)
+        else:
+            # Another worker writes nothing in the log directory; it reads the
+            # run it resumes, which the chief holds.
+            run_dirs = {
+                v: experiment.plan_run_dir(config, v) if config.resume else None
+                for v in config.variants
+            }
+            locks = contextlib.nullcontext()
     except ArgumentError as error:
         flag = "--" + error.argument.replace("_", "-")
         print(f"train.py: error: {error.message(flag)}", file=sys.stderr)
         return 2
     with locks:
-        return run_variants(config, task, run_dirs, argv)
+        try:
+            return run_variants(config, task, run_dirs, argv, strategy, chief)
+        except distribute.LOST_WORKER_ERRORS as error:
+            print(
+                "train.py: error: a worker of the cluster stopped answering ("
+                f"{distribute.describe_lost_worker(error)})",
+                file=sys.stderr,
+            )
+            return 1
 
 
-def run_variants(config, task, run_dirs: dict[str, str], argv) -> int:
-    """Runs each variant in its folder, reports, and returns the exit code."""
+def run_variants(
+    config, task, run_dirs: dict, argv, strategy=None, chief: bool = True
+) -> int:
+    """Runs each variant in its folder, reports, and returns the exit code.
+
+    A worker that is not the chief trains in step with it and reports nothing.
+    """
     results, diverged = [], False
     for variant, run_dir in run_dirs.items():
-        print(f"\n== {task.name}, variant {variant}: {run_dir}", flush=True)
+        where = run_dir if chief else "a temporary folder (the chief writes the run)"
+        print(f"\n== {task.name}, variant {variant}: {where}", flush=True)
         try:
-            metrics = experiment.run(config, task, variant, run_dir, argv)
+            metrics = experiment.run(
+                config, task, variant, run_dir, argv, strategy=strategy, chief=chief
+            )
         except experiment.NaNLossError as error:
             # The other variants of a sweep still run; the exit code tells.
-            print(f"train.py: {run_dir}: {error}", file=sys.stderr)
+            print(f"train.py: {where}: {error}", file=sys.stderr)
             diverged = True
             continue
         results.append((run_dir, metrics))
-        report(run_dir, metrics, task)
+        if chief:
+            report(run_dir, metrics, task)
     if not results:
         return 1
+    if not chief:
+        return 1 if diverged else 0
 
     if len(results) > 1:
         summarize(config.logdir, results)

@@ -11,6 +11,8 @@ from keras_lstm.cell import VARIANTS
 from keras_lstm.tasks import LENGTH_TASKS, TASKS
 
 SEQ_LEN = 50  # the default --seq-len of the tasks that take one
+STRATEGIES = ("none", "mirrored", "multi_worker")  # see keras_lstm.distribute
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 
 def _field(default, help, shown=None):
@@ -63,6 +65,21 @@ class TrainConfig:
         "continue the run (--run-name, else the latest run of this command) "
         "from its last finished epoch",
     )
+    strategy: str = _field(
+        "none",
+        "where to train: none (one device), mirrored (every local GPU, or "
+        "--devices CPU devices), multi_worker (the machines TF_CONFIG names)",
+    )
+    devices: int | None = _field(
+        None,
+        "with --strategy mirrored: split each batch over this many logical CPU devices",
+        shown="every local GPU",
+    )
+    precision: str = _field(
+        "float32",
+        "float32, or Keras mixed precision: mixed_float16 (loss scaled), "
+        "mixed_bfloat16; the output layer stays float32",
+    )
     gate_freq: int = _field(1, "log gates to TensorBoard every this many epochs")
     probe_size: int = _field(32, "validation sequences whose gates are logged")
 
@@ -94,6 +111,18 @@ def validate(config: TrainConfig) -> None:
             raise _invalid("variant", f"names from {', '.join(VARIANTS)}", variant)
     if len(set(config.variants)) != len(config.variants):
         raise _invalid("variant", "each variant at most once", config.variant)
+    for name, choices in (("strategy", STRATEGIES), ("precision", PRECISIONS)):
+        if getattr(config, name) not in choices:
+            raise _invalid(name, f"one of {', '.join(choices)}", getattr(config, name))
+    if config.devices is not None:
+        if config.devices <= 0:
+            raise _invalid("devices", "a positive integer", config.devices)
+        if config.strategy != "mirrored":
+            raise ArgumentError(
+                "devices",
+                "no value unless --strategy mirrored",
+                f"{config.devices!r} with --strategy {config.strategy}",
+            )
     for name in ("units", "layers", "epochs", "batch_size", "gate_freq", "probe_size"):
         if getattr(config, name) <= 0:
             raise _invalid(name, "a positive integer", getattr(config, name))

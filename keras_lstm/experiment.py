@@ -8,6 +8,8 @@ import datetime
 import json
 import math
 import os
+import shutil
+import tempfile
 import time
 
 import keras
@@ -55,7 +57,10 @@ def build_model(config: TrainConfig, task: Task, variant: str) -> keras.Model:
     """keras_lstm layers, stacked (and bidirectional if asked), then a Dense head.
 
     The layers are named `lstm`, `lstm_2`, ... or, bidirectional, `bidirectional`,
-    `bidirectional_2`, ... (see `layer_name`); a resumed run keeps them.
+    `bidirectional_2`, ... (see `layer_name`); a resumed run keeps them. The
+    LSTM layers compute in `config.precision`, the head in float32 (Keras's
+    advice for mixed precision: a float16 softmax or loss loses precision).
+    Under a distribution strategy, call this inside `strategy.scope()`.
     """
     inputs = keras.Input(task.x_train.shape[1:], name="sequences")
     x = inputs
@@ -68,13 +73,19 @@ def build_model(config: TrainConfig, task: Task, variant: str) -> keras.Model:
             seed=config.seed + k - 1,
             return_sequences=task.return_sequences or k < config.layers,
             name=layer_name("lstm", k),
+            dtype=config.precision,
         )
         if config.bidirectional:
-            lstm = keras.layers.Bidirectional(lstm, name=layer_name("bidirectional", k))
+            lstm = keras.layers.Bidirectional(
+                lstm, name=layer_name("bidirectional", k), dtype=config.precision
+            )
         x = lstm(x)
-    outputs = keras.layers.Dense(task.output_units, name="head")(x)
+    outputs = keras.layers.Dense(task.output_units, name="head", dtype="float32")(x)
     model = keras.Model(inputs, outputs, name=f"{task.name}_{variant}")
     optimizer = keras.optimizers.Adam(config.lr, clipnorm=config.clipnorm or None)
+    if config.precision == "mixed_float16":
+        # float16 gradients underflow to 0 unless the loss is scaled up first.
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     if task.kind == "regression":
         model.compile(optimizer, loss="mse")
     else:
@@ -106,7 +117,12 @@ def default_run_name(config: TrainConfig, variant: str) -> str:
 
 def _repeatable(config: dict) -> dict:
     """The settings that make two commands the same run (epochs may grow)."""
-    ignored = ("resume", "run_name", "argv", "epochs")
+    # Where a run trains does not change what it computes: a run started on
+    # one device may go on under --strategy mirrored, and back.
+    ignored = ("resume", "run_name", "argv", "epochs", "strategy", "devices")
+    # A run saved before a setting existed ran with its default.
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    config = {**defaults, **config}
     return {k: v for k, v in config.items() if k not in ignored}
 
 
@@ -342,12 +358,37 @@ class RunCheckpoint(keras.callbacks.Callback):
         _write_json(self.state, os.path.join(checkpoint, "state.json"))
 
 
-def run(config: TrainConfig, task: Task, variant: str, run_dir: str, argv) -> dict:
+def run(
+    config: TrainConfig,
+    task: Task,
+    variant: str,
+    run_dir: str | None,
+    argv,
+    strategy=None,
+    chief: bool = True,
+) -> dict:
     """Trains one variant in `run_dir` and returns its metrics.
 
     `run_dir` is new (made by `open_runs`, with its config.json) or, with
-    `config.resume`, a run to continue.
+    `config.resume`, a run to continue. The model is built (or loaded) inside
+    `strategy.scope()`. A worker that is not the chief (`chief=False`) reads
+    the run to resume from `run_dir` (None for a new run) and writes nothing
+    there: its logs and checkpoints go to a temporary folder, deleted at the
+    end, as TensorFlow's multi-worker Keras guide does.
     """
+    if chief:
+        return _run(config, task, variant, run_dir, run_dir, strategy)
+    out_dir = tempfile.mkdtemp(prefix="keras_lstm_worker_")
+    try:
+        return _run(config, task, variant, run_dir, out_dir, strategy)
+    finally:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
+    """`run`, reading the run to resume from `run_dir`, writing to `out_dir`."""
+    if run_dir is None:
+        run_dir = out_dir
     state_path = os.path.join(run_dir, CHECKPOINT, "state.json")
     metrics_path = os.path.join(run_dir, "metrics.json")
     state = None
@@ -367,31 +408,35 @@ def run(config: TrainConfig, task: Task, variant: str, run_dir: str, argv) -> di
         # A finished run asked for more epochs, or an interrupted one, goes on.
         # A new seed per resumption, so that resumed epochs get their own order.
         keras.utils.set_random_seed(config.seed + state["epoch"])
-        model = keras.saving.load_model(os.path.join(run_dir, CHECKPOINT, "last.keras"))
+        with _scope(strategy):
+            model = keras.saving.load_model(
+                os.path.join(run_dir, CHECKPOINT, "last.keras")
+            )
     else:
         state = {"epoch": 0}
         keras.utils.set_random_seed(config.seed)
-        model = build_model(config, task, variant)
+        with _scope(strategy):
+            model = build_model(config, task, variant)
         write_hparams(
-            run_dir, hparams(config, variant, task), trial_id=os.path.basename(run_dir)
+            out_dir, hparams(config, variant, task), trial_id=os.path.basename(run_dir)
         )
 
     probe = task.x_val[: config.probe_size]
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.TensorBoard(run_dir),
+        keras.callbacks.TensorBoard(out_dir),
         GateTensorBoard(
-            os.path.join(run_dir, "gates"),
+            os.path.join(out_dir, "gates"),
             probe,
             freq=config.gate_freq,
             step_labels=task.step_labels(probe[0]),
         ),
-        RunCheckpoint(run_dir, state),
+        RunCheckpoint(out_dir, state),
     ]
     if task.kind == "language_model":
         callbacks.append(
             TextSamples(
-                os.path.join(run_dir, "samples"),
+                os.path.join(out_dir, "samples"),
                 prompts=task.x_val[:3],
                 decode=task.decode,
                 freq=config.gate_freq,
@@ -424,9 +469,13 @@ def run(config: TrainConfig, task: Task, variant: str, run_dir: str, argv) -> di
             f"stopped ({kept})"
         )
     metrics = final_metrics(config, task, variant, state)
-    write_final_metrics(run_dir, metrics, step=state["epoch"])
-    _write_json(metrics, metrics_path)
+    write_final_metrics(out_dir, metrics, step=state["epoch"])
+    _write_json(metrics, os.path.join(out_dir, "metrics.json"))
     return metrics
+
+
+def _scope(strategy):
+    return contextlib.nullcontext() if strategy is None else strategy.scope()
 
 
 def hparams(config: TrainConfig, variant: str, task: Task) -> dict:
