@@ -11,7 +11,7 @@ import numpy as np
 from keras_lstm.cell import GATES
 from keras_lstm.gates import (
     SIGMOID_GATES,
-    gate_activations,
+    GateReader,
     saturation,
     unmasked_values,
 )
@@ -42,14 +42,17 @@ class GateTensorBoard(keras.callbacks.Callback):
     - `saturation`: image (gates only), each unit's fraction of time left-
       against right-saturated (Karpathy, Johnson and Fei-Fei 2015).
 
-    TensorBoard's tag filter `forget_gate` then shows every forget gate.
+    TensorBoard's tag filter `forget_gate` then shows every forget gate. The
+    step of a summary is the epoch as `keras.callbacks.TensorBoard` numbers it
+    (from 0), so the gates sit beside the loss of the same epoch. A model
+    without keras_lstm layers is refused when training starts.
 
     Args:
         log_dir: Directory of the TensorBoard run to write, e.g.
             `logs/my_run/gates`.
         inputs: The probe batch, as the model is called, e.g. `x_val[:32]`.
         mask: Optional boolean `(batch, time)` mask for the probe batch.
-        freq: Write every `freq` epochs (and after the last epoch). Positive.
+        freq: Write after every `freq`-th epoch (and after the last). Positive.
         step_labels: Optional labels of the first probe sequence's time steps
             (e.g. its characters), marked along the heatmaps' time axis.
         images: Whether to draw the images.
@@ -77,17 +80,27 @@ class GateTensorBoard(keras.callbacks.Callback):
         self.step_labels = None if step_labels is None else list(step_labels)
         self.images = images
         self._writer = None
+        self._reader = None
+        self._epoch = None
         self._last_written = None
+
+    def set_model(self, model):
+        super().set_model(model)
+        self._reader = None
+
+    def on_train_begin(self, logs=None):
+        # Fails here, before the first epoch, for a model without LSTM layers.
+        self._reader = GateReader(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
         if not _finite(logs):
             return  # A diverged model (TerminateOnNaN) has no gates worth drawing.
-        self._epoch = epoch + 1
-        if self._epoch % self.freq == 0:
-            self.write(self._epoch)
+        self._epoch = epoch
+        if (epoch + 1) % self.freq == 0:
+            self.write(epoch)
 
     def on_train_end(self, logs=None):
-        if getattr(self, "_epoch", None) is not None and _finite(logs):
+        if self._epoch is not None and _finite(logs):
             self.write(self._epoch)
         self.close()
 
@@ -97,9 +110,12 @@ class GateTensorBoard(keras.callbacks.Callback):
 
         if self._last_written == step:
             return
+        if self._reader is None:
+            self._reader = GateReader(self.model)
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
-        gates = gate_activations(self.model, self.inputs, mask=self.mask)
+        # The reader keeps the probe's compiled forward pass from write to write.
+        gates = self._reader(self.inputs, mask=self.mask)
         with self._writer.as_default(step=step):
             for layer, values in gates.items():
                 write_gate_statistics(layer, values)

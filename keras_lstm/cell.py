@@ -28,6 +28,16 @@ GATES = (
     "hidden_state",
 )
 
+
+def pack_gates(i, f, g, o, c, h):
+    """The values of one step side by side in `GATES` order: (batch, 6*units).
+
+    `keras_lstm.gates.unpack_gates` splits them again; `_fast_tf` packs the same
+    order.
+    """
+    return ops.concatenate([i, f, o, g, c, h], axis=-1)
+
+
 # keras.layers.RNN draws a cell's dropout masks once per batch, before its loop,
 # and clears them after it, only for cells built on this mixin. Keras does not
 # export it, so it is taken from the public LSTMCell that is built on it.
@@ -106,17 +116,20 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
             Regularizers of U, W and b. Default: `None`.
         kernel_constraint, recurrent_constraint, bias_constraint: Constraints
             of U, W and b. Default: `None`.
-        dropout: Fraction of the inputs x_t to drop, in [0, 1), with one mask
-            for all steps of a sequence. Default: 0.
+        dropout: Fraction of the inputs x_t to drop, in [0, 1), with the same
+            masks at every step of a sequence. Default: 0.
         recurrent_dropout: Fraction of h_{t-1} to drop before W, in [0, 1),
-            with one mask for all steps of a sequence. Default: 0.
+            with the same masks at every step of a sequence. Default: 0.
         seed: Random seed for dropout.
         variant: Which equations to use, one of `VARIANTS` (above).
             Default: `"standard"`.
-        **kwargs: Base layer arguments (`name`, `dtype`, ...). `implementation`
-            is accepted for compatibility with `keras.layers.LSTMCell` and has no
-            effect: the four gates are always computed in one matmul each for U
-            and W.
+        implementation: 1 or 2, as in `keras.layers.LSTMCell`: which dropout
+            masks are drawn. With 2, one mask for x_t (before U); with 1, one
+            mask per gate k for x_t (before U_k) and one per gate for h_{t-1}
+            (before W_k). Like Keras, `recurrent_dropout > 0` sets 1. The masks
+            are drawn in Keras's order from the same seed generator, so a seed
+            gives the masks `keras.layers.LSTMCell` draws. Default: 2.
+        **kwargs: Base layer arguments (`name`, `dtype`, ...).
 
     Call arguments:
         inputs: x_t, shape `(batch, input_dim)`.
@@ -153,9 +166,9 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
         recurrent_dropout=0.0,
         seed=None,
         variant="standard",
+        implementation=2,
         **kwargs,
     ):
-        self.implementation = kwargs.pop("implementation", 2)
         super().__init__(**kwargs)
         self.units = _checks.positive_int("units", units)
         self.activation = _checks.activation("activation", activation)
@@ -176,13 +189,15 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
         self.kernel_constraint = keras.constraints.get(kernel_constraint)
         self.recurrent_constraint = keras.constraints.get(recurrent_constraint)
         self.bias_constraint = keras.constraints.get(bias_constraint)
+        self.implementation = _checks.one_of("implementation", implementation, (1, 2))
+        if self.recurrent_dropout > 0:
+            self.implementation = 1
+        # Read by Keras's DropoutRNNCell: how many masks each draw returns.
+        self.dropout_mask_count = 4 if self.implementation == 1 else None
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed=seed)
         self.state_size = [self.units, self.units]
         self.output_size = self.units
-        # Set only while `keras_lstm.gate_activations` runs the layer: the step
-        # then outputs [h | i | f | g | o | c] instead of h.
-        self._pack_gates = False
 
     def build(self, input_shape):
         input_dim = input_shape[-1]
@@ -243,18 +258,25 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
 
     def call(self, inputs, states, training=False):
         h_prev, c_prev = states
-        x = inputs
-        if training and self.dropout > 0:
-            x = x * self.get_dropout_mask(inputs)
-        h_in = h_prev
-        if training and self.recurrent_dropout > 0:
-            h_in = h_prev * self.get_recurrent_dropout_mask(h_prev)
-        u_x = ops.matmul(x, self.kernel)  # (batch, 4*units)
-        w_h = ops.matmul(h_in, self.recurrent_kernel)  # (batch, 4*units)
+        u_x, w_h = self.projections(inputs, h_prev, training=training)
         i, f, g, o, c, h = self.step(u_x, w_h, c_prev)
-        if self._pack_gates:
-            return ops.concatenate([h, i, f, g, o, c], axis=-1), [h, c]
         return h, [h, c]
+
+    def projections(self, x, h_prev, training=False):
+        """`U x_t` and `W h_{t-1}`, each `(batch, 4*units)`, without the bias.
+
+        In training, x_t and h_{t-1} are multiplied by the dropout masks first
+        (the masks `keras.layers.RNN` drew for the whole sequence).
+        """
+        x_mask = h_mask = None
+        if training and self.dropout > 0:
+            x_mask = self.get_dropout_mask(x)
+        if training and self.recurrent_dropout > 0:
+            h_mask = self.get_recurrent_dropout_mask(h_prev)
+        return (
+            _dropped_matmul(x, self.kernel, x_mask),
+            _dropped_matmul(h_prev, self.recurrent_kernel, h_mask),
+        )
 
     def step(self, u_x, w_h, c_prev, weights=None):
         """The equations, from the projections `U x_t` and `W h_{t-1}`.
@@ -378,5 +400,23 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
             "recurrent_dropout": self.recurrent_dropout,
             "seed": self.seed,
             "variant": self.variant,
+            "implementation": self.implementation,
         }
         return {**super().get_config(), **config}
+
+
+def _dropped_matmul(a, kernel, mask):
+    """`a @ kernel`, with `a` multiplied by a dropout mask first.
+
+    `mask` is None, one mask for every gate, or (implementation 1) a list of
+    four, mask k for the gate k columns `kernel[:, k*units:(k+1)*units]`.
+    """
+    if mask is None:
+        return ops.matmul(a, kernel)
+    if isinstance(mask, (list, tuple)):
+        kernels = ops.split(kernel, 4, axis=1)
+        return ops.concatenate(
+            [ops.matmul(a * m, k) for m, k in zip(mask, kernels, strict=True)],
+            axis=-1,
+        )
+    return ops.matmul(a * mask, kernel)

@@ -2,31 +2,68 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import inspect
+import weakref
+
 import keras
 import numpy as np
 
-from keras_lstm.layer import LSTM
+from keras_lstm import _checks
+from keras_lstm.cell import GATES
+from keras_lstm.layer import GateRecord, lstm_cells, recording_gates
 
 
-def lstm_layers(model_or_layer) -> dict[str, LSTM]:
+def lstm_layers(model_or_layer) -> dict[str, keras.layers.Layer]:
     """Every keras_lstm layer inside `model_or_layer`, keyed by the name gates get.
 
-    Stacked layers, nested models and both directions of a
-    `keras.layers.Bidirectional` (`<name>/forward`, `<name>/backward`) are found.
+    A keras_lstm layer is a `keras_lstm.LSTM`, or a `keras.layers.RNN` whose cell
+    is a `keras_lstm.LSTMCell` or a `StackedRNNCells` of them (one key per cell,
+    `<rnn>/<cell>`, each mapped to the RNN). They are found in stacked layers,
+    nested models, custom layers that hold them (`<holder>/<name>`) and both
+    directions of a `keras.layers.Bidirectional` (`<name>/forward`,
+    `<name>/backward`). A layer reachable twice is listed once.
     """
+    return {key: layer for key, (layer, _) in _sources(model_or_layer).items()}
+
+
+def _sources(model_or_layer) -> dict[str, tuple[keras.layers.Layer, int]]:
+    """`{key: (layer, index of the cell in the layer)}`, as `lstm_layers` keys."""
     found = {}
+    seen = set()
 
     def visit(layer, key):
-        if isinstance(layer, LSTM):
-            found[key] = layer
-        elif isinstance(layer, keras.layers.Bidirectional):
+        if id(layer) in seen:
+            return
+        seen.add(id(layer))
+        cells = lstm_cells(layer)
+        if cells is not None:
+            if not isinstance(layer.cell, keras.layers.StackedRNNCells):
+                found[key] = (layer, 0)
+                return
+            names = [cell.name for cell in cells]
+            if len(set(names)) < len(names):
+                names = [f"cell_{k}" for k in range(len(cells))]
+            for k, name in enumerate(names):
+                found[f"{key}/{name}"] = (layer, k)
+            return
+        if isinstance(layer, keras.layers.Bidirectional):
             visit(layer.forward_layer, f"{key}/forward")
             visit(layer.backward_layer, f"{key}/backward")
-        for child in getattr(layer, "layers", ()):
+            return
+        # The sublayers Keras tracks (what `Model.layers` lists), also for a
+        # custom layer, which has no public list of them.
+        children = getattr(layer, "_flatten_layers", None)
+        children = children(include_self=False, recursive=False) if children else ()
+        for child in children:
             visit(child, child.name if key is None else f"{key}/{child.name}")
 
-    # A model's own name is left out of its layers' keys; nested models' are kept.
-    if isinstance(model_or_layer, (LSTM, keras.layers.Bidirectional)):
+    # The object passed is the root: its own name is left out of the keys,
+    # unless it is itself a keras_lstm layer or a Bidirectional.
+    if lstm_cells(model_or_layer) is not None or isinstance(
+        model_or_layer, keras.layers.Bidirectional
+    ):
         visit(model_or_layer, model_or_layer.name)
     else:
         visit(model_or_layer, None)
@@ -34,57 +71,248 @@ def lstm_layers(model_or_layer) -> dict[str, LSTM]:
 
 
 def gate_activations(
-    model_or_layer, inputs, mask=None
+    model_or_layer, inputs, mask=None, batch_size=None
 ) -> dict[str, dict[str, np.ndarray]]:
     """Runs `model_or_layer` on `inputs` and returns what every LSTM gate did.
 
     Args:
-        model_or_layer: A Keras model (Sequential, functional or subclassed, with
-            keras_lstm layers anywhere inside, nested models and `Bidirectional`
-            included), a `keras_lstm.LSTM` or a `Bidirectional` around one.
-        inputs: What the model is called on, e.g. a batch of sequences.
-        mask: Optional boolean `(batch, time)` mask passed to the call.
+        model_or_layer: A Keras model (Sequential, functional or subclassed) or
+            layer with keras_lstm layers anywhere inside (see `lstm_layers`):
+            `keras_lstm.LSTM`, `keras.layers.RNN` of `keras_lstm.LSTMCell`, in
+            nested models, custom layers and `Bidirectional`.
+        inputs: What the model is called on, e.g. a batch of sequences (an
+            array, or a list or dict of arrays with the samples on axis 0).
+        mask: Optional boolean `(samples, time)` mask passed to the call.
+        batch_size: Samples per forward pass, as in `Model.predict`. Default:
+            32.
 
     Returns:
-        `{layer_key: {gate: array}}`, one entry per keras_lstm layer: the layer's
-        name (`<name>/forward` and `<name>/backward` for a `Bidirectional`,
-        `<model>/<name>` inside a nested model). Gates `input_gate`,
+        `{layer_key: {gate: array}}`, one entry per keras_lstm layer (or cell of
+        a stacked RNN): the layer's name (`<name>/forward` and `<name>/backward`
+        for a `Bidirectional`, `<outer>/<name>` inside a nested model or a
+        custom layer, `<rnn>/<cell>` for stacked cells). Gates `input_gate`,
         `forget_gate`, `output_gate`, `candidate`, `cell_state` and
-        `hidden_state` are float arrays `(batch, time, units)`, with the time
-        axis in input order (also for `go_backwards` layers); a gate the variant
-        removes holds its constant. `mask` is a boolean `(batch, time)`: `False`
-        marks masked steps, where the layer repeats its previous output and
-        states, so statistics should leave them out.
+        `hidden_state` are arrays `(samples, time, units)` in the compute dtype,
+        with the time axis in input order (also for `go_backwards` layers); a
+        gate the variant removes holds its constant. `mask` is a boolean
+        `(samples, time)`, `False` at the steps the layer skipped. There, every
+        entry repeats the last real step before it in reading order:
+        `cell_state` and `hidden_state` are the states the layer carries
+        through, and before the first real step they are the initial states
+        and the four gates are zeros. Statistics should leave those steps out.
 
-    The call runs in inference mode (no dropout) and leaves stateful layers'
-    states as they were.
+    The model runs in inference mode (no dropout), one batch at a time (the
+    last one padded to `batch_size` with repeated samples), with every gate
+    kept; only the result, `6 * samples * time * units` values per layer, is
+    held in memory, with one batch's working set. On TensorFlow each new input
+    shape compiles the forward pass once (kept for later calls on the same
+    model). The model's non-trainable state (stateful layers' states, dropout
+    seed generators) is left as it was.
     """
-    layers = lstm_layers(model_or_layer)
-    if not layers:
-        raise ValueError(
-            "Received an invalid value for argument `model_or_layer`: expected a "
-            f"model or layer containing keras_lstm.LSTM layers, got {model_or_layer!r}"
-        )
-    saved_states = {
-        key: [keras.ops.convert_to_numpy(v.value) for v in layer.states]
-        for key, layer in layers.items()
-        if layer.stateful and layer.states is not None
-    }
-    for layer in layers.values():
-        layer._gate_record = []
-    try:
-        kwargs = {} if mask is None else {"mask": mask}
-        model_or_layer(inputs, training=False, **kwargs)
-        records = {key: layer._gate_record for key, layer in layers.items()}
-    finally:
-        for layer in layers.values():
-            layer._gate_record = None
-        for key, values in saved_states.items():
-            for variable, value in zip(layers[key].states, values, strict=True):
+    return _reader(model_or_layer)(inputs, mask=mask, batch_size=batch_size)
+
+
+# One reader per model, so that repeated calls reuse the compiled forward pass.
+# The reader refers to the model weakly: the entry goes when the model does.
+_READERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _reader(model_or_layer) -> GateReader:
+    reader = _READERS.get(model_or_layer)
+    if reader is None or reader.sources != _sources(model_or_layer):
+        reader = _READERS[model_or_layer] = GateReader(model_or_layer)
+    return reader
+
+
+class GateReader:
+    """Runs a model with all its keras_lstm layers recording, batch by batch.
+
+    `GateReader(model)(inputs)` is `gate_activations(model, inputs)`; a reader
+    keeps its compiled forward passes (one per input shape), so calling it
+    again costs one forward pass per batch. Raises if the model has no
+    keras_lstm layers.
+    """
+
+    # Compiled forward passes kept per reader: one per input signature, each
+    # traced once, so that TensorFlow never retraces (nor warns that it does).
+    _MAX_COMPILED = 8
+
+    def __init__(self, model_or_layer):
+        self.sources = _sources(model_or_layer)
+        if not self.sources:
+            raise ValueError(
+                "Received an invalid value for argument `model_or_layer`: expected "
+                "a model or layer containing keras_lstm layers (keras_lstm.LSTM, "
+                "or keras.layers.RNN of keras_lstm.LSTMCell), got "
+                f"{model_or_layer!r}"
+            )
+        self._target = weakref.ref(model_or_layer)
+        self._compiled = {}  # TensorFlow: input signature -> tf.function
+        self._jitted = None  # JAX
+
+    def __call__(self, inputs, mask=None, batch_size=None):
+        batch_size = 32 if batch_size is None else batch_size
+        batch_size = _checks.positive_int("batch_size", batch_size)
+        target = self._target()
+        samples = len(keras.tree.flatten(inputs)[0])
+        state = [(v, keras.ops.convert_to_numpy(v)) for v in _call_state(target)]
+        results = {}
+        try:
+            for start in range(0, samples, batch_size):
+                stop = min(start + batch_size, samples)
+                rows = np.arange(start, start + min(batch_size, samples))
+                # The last batch repeats samples up to the others' size: one
+                # input shape, one compiled forward pass.
+                rows = np.minimum(rows, stop - 1)
+                batch, batch_mask = keras.tree.map_structure(
+                    functools.partial(_take, rows=rows), (inputs, mask)
+                )
+                records = self._run(batch, batch_mask)
+                for key, record in records.items():
+                    go_backwards = self.sources[key][0].go_backwards
+                    gates = unpack_gates(record, go_backwards)
+                    if key not in results:
+                        results[key] = {
+                            name: np.empty((samples, *a.shape[1:]), a.dtype)
+                            for name, a in gates.items()
+                        }
+                    for name, values in gates.items():
+                        results[key][name][start:stop] = values[: stop - start]
+        finally:
+            for variable, value in state:
                 variable.assign(value)
-    # A layer called more than once in the model (shared weights) reports its
-    # first call.
-    return {key: record[0] for key, record in records.items() if record}
+        return {key: results[key] for key in self.sources if key in results}
+
+    def _run(self, inputs, mask):
+        """`{key: GateRecord}` of one batch, for the layers that were called."""
+        backend = keras.backend.backend()
+        target = self._target()
+        if backend == "jax" and target.built and not self._stateful(target):
+            import jax
+
+            # As Keras's own predict: the weights are arguments of a jitted
+            # stateless call (an eager scan would compile at every batch).
+            if self._jitted is None:
+                self._jitted = jax.jit(self._record_stateless)
+            return self._jitted(
+                [v.value for v in target.trainable_variables],
+                [v.value for v in target.non_trainable_variables],
+                inputs,
+                mask,
+            )
+        if backend != "tensorflow":
+            return self._record(inputs, mask)
+        import tensorflow as tf
+
+        inputs = keras.tree.map_structure(tf.convert_to_tensor, inputs)
+        mask = None if mask is None else tf.convert_to_tensor(mask)
+        signature = tuple(
+            (tuple(a.shape), a.dtype.name)
+            for a in keras.tree.flatten([inputs, mask])
+            if a is not None
+        ) + (mask is None,)
+        run = self._compiled.get(signature)
+        if run is None:
+            if len(self._compiled) >= self._MAX_COMPILED:
+                del self._compiled[next(iter(self._compiled))]
+
+            # Each compiled pass is traced once. TensorFlow counts retracing per
+            # code object (a function made in a loop), which every reader's
+            # `_record` shares; a partial has none, so each pass counts alone.
+            record = functools.partial(GateReader._record, self)
+            run = self._compiled[signature] = tf.function(record)
+        return run(inputs, mask)
+
+    def _record(self, inputs, mask):
+        return self._recording(self._target(), inputs, mask)
+
+    def _record_stateless(self, trainable, non_trainable, inputs, mask):
+        target = self._target()
+        # `stateless_call` calls `call` itself, without the filtering of
+        # `__call__`: it gets only the arguments it takes.
+        parameters = inspect.signature(target.call).parameters
+        takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
+
+        def call(inputs, **kwargs):
+            kwargs = {k: v for k, v in kwargs.items() if takes_any or k in parameters}
+            return target.stateless_call(trainable, non_trainable, inputs, **kwargs)
+
+        return self._recording(call, inputs, mask)
+
+    def _recording(self, call, inputs, mask):
+        kwargs = {} if mask is None else {"mask": mask}
+        layers = {id(layer): layer for layer, _ in self.sources.values()}
+        with contextlib.ExitStack() as stack:
+            calls = {
+                layer_id: stack.enter_context(recording_gates(layer))
+                for layer_id, layer in layers.items()
+            }
+            call(inputs, training=False, **kwargs)
+        # A layer called more than once (shared weights) reports its first call.
+        return {
+            key: calls[id(layer)][0][index]
+            for key, (layer, index) in self.sources.items()
+            if calls[id(layer)]
+        }
+
+    @staticmethod
+    def _stateful(target) -> bool:
+        return any(
+            isinstance(layer, keras.layers.RNN) and layer.stateful
+            for layer in target._flatten_layers(include_self=True, recursive=True)
+        )
+
+
+def _call_state(model_or_layer) -> list:
+    """The variables that calling the model in inference changes: the states of
+    stateful RNN layers, and the seed generators of RNN cells (keras.layers.RNN
+    draws a cell's dropout masks in inference too)."""
+    variables = []
+    for layer in model_or_layer._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, keras.layers.RNN) and layer.states is not None:
+            variables += keras.tree.flatten(layer.states)
+        generator = getattr(layer, "seed_generator", None)
+        if isinstance(generator, keras.random.SeedGenerator):
+            variables.append(generator.state)
+    return variables
+
+
+def _take(a, rows):
+    """Rows `rows` of `a` (samples on axis 0)."""
+    if a is None:
+        return None
+    if isinstance(a, np.ndarray):
+        return a[rows]
+    return keras.ops.take(a, rows, axis=0)
+
+
+def unpack_gates(record: GateRecord, go_backwards: bool = False) -> dict:
+    """The gates of a `GateRecord` as arrays `(batch, time, units)`, input order.
+
+    Returns `{gate: array}` for every name in `GATES`, and `mask` (batch, time)
+    booleans. At a masked step every entry repeats the last real step before it
+    in reading order; before the first real step, `cell_state` and
+    `hidden_state` hold the initial states and the gates zeros.
+    """
+    packed = np.swapaxes(keras.ops.convert_to_numpy(record.packed), 0, 1)
+    # packed: (batch, time, 6*units), reading order.
+    batch, time = packed.shape[:2]
+    if record.mask is None:
+        mask = np.ones((batch, time), dtype=bool)
+    else:
+        mask = np.swapaxes(keras.ops.convert_to_numpy(record.mask), 0, 1).astype(bool)
+        steps = np.arange(time)
+        last_real = np.maximum.accumulate(np.where(mask, steps, -1), axis=1)
+        packed = np.take_along_axis(packed, np.maximum(last_real, 0)[..., None], 1)
+        h0, c0 = (keras.ops.convert_to_numpy(s) for s in record.initial_state)
+        gates_before = np.zeros((batch, 4 * h0.shape[-1]), packed.dtype)
+        before = np.concatenate([gates_before, c0, h0], axis=-1)[:, None]
+        packed = np.where((last_real < 0)[..., None], before, packed)
+    if go_backwards:
+        packed, mask = packed[:, ::-1], mask[:, ::-1]
+    gates = dict(zip(GATES, np.split(packed, len(GATES), axis=-1), strict=True))
+    gates["mask"] = mask
+    return gates
 
 
 # Karpathy, Johnson and Fei-Fei 2015: a gate is saturated below 0.1 or above 0.9.

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any, NamedTuple
+
 import keras
-import numpy as np
 from keras import ops
 
 from keras_lstm import _checks
-from keras_lstm.cell import GATES, LSTMCell
+from keras_lstm.cell import LSTMCell, pack_gates
 
 
 @keras.saving.register_keras_serializable(package="keras_lstm")
@@ -27,7 +29,8 @@ class LSTM(keras.layers.RNN):
         recurrent_initializer, bias_initializer, unit_forget_bias,
         kernel_regularizer, recurrent_regularizer, bias_regularizer,
         kernel_constraint, recurrent_constraint, bias_constraint, dropout,
-        recurrent_dropout, seed, variant: As in `keras_lstm.LSTMCell`.
+        recurrent_dropout, seed, variant: As in `keras_lstm.LSTMCell`; so is
+        `implementation`, a keyword argument as in `keras.layers.LSTM`.
         activity_regularizer: Regularizer of the layer's output.
         return_sequences: Whether to return h_t for every step, `(batch, time,
             units)`, instead of the last one, `(batch, units)`. Default: `False`.
@@ -39,12 +42,18 @@ class LSTM(keras.layers.RNN):
             the next one. Default: `False`.
         unroll: Whether to unroll the loop (short sequences only). Default:
             `False`.
-        use_cudnn: Accepted for compatibility with `keras.layers.LSTM`
-            (`"auto"`, `True` or `False`); this layer never calls cuDNN.
+        use_cudnn: `"auto"`, `True` or `False`, as in `keras.layers.LSTM`, but
+            this layer never calls cuDNN (see the README, "On a GPU"). `True`
+            raises Keras's `ValueError` where `keras.layers.LSTM(use_cudnn=True)`
+            raises it (no GPU, recurrent dropout, an activation or `unroll` that
+            cuDNN cannot run, and any `variant` but `"standard"`); where Keras
+            would run cuDNN, this layer runs its own loop. Default: `"auto"`.
         **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...).
 
     Call arguments:
-        sequences: Inputs of shape `(batch, time, features)`.
+        sequences: Inputs of shape `(batch, time, features)`, of any dtype
+            `keras.layers.LSTM` accepts: integers and booleans are cast to the
+            compute dtype, as its matmul promotes them.
         initial_state: Optional `[h_0, c_0]`, each `(batch, units)`.
         mask: Optional boolean `(batch, time)`; `False` steps are skipped: the
             states carry over and the output repeats the previous one.
@@ -124,9 +133,6 @@ class LSTM(keras.layers.RNN):
         )
         self.input_spec = keras.InputSpec(ndim=3)
         self.use_cudnn = _checks.one_of("use_cudnn", use_cudnn, ("auto", True, False))
-        # Set by `keras_lstm.gate_activations` for one eager call; `None` the rest
-        # of the time, so that training never traces the gate outputs.
-        self._gate_record = None
 
     def build(self, sequences_shape, initial_state_shape=None):
         super().build(sequences_shape, initial_state_shape)
@@ -137,6 +143,10 @@ class LSTM(keras.layers.RNN):
         super().set_weights(weights)
 
     def call(self, sequences, initial_state=None, mask=None, training=False):
+        if not keras.backend.is_float_dtype(sequences.dtype):
+            # Integer and boolean sequences: keras.layers.LSTM's matmul promotes
+            # them to the compute dtype; the compiled loop needs them cast.
+            sequences = ops.cast(sequences, self.compute_dtype)
         return super().call(
             sequences, mask=mask, training=training, initial_state=initial_state
         )
@@ -144,119 +154,42 @@ class LSTM(keras.layers.RNN):
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        fast = self._uses_fast_path(training)
-        if self._gate_record is not None:
-            return self._recording_loop(sequences, initial_state, mask, training, fast)
-        if fast:
-            from keras_lstm import _fast_tf
-
-            cell = self.cell
-            if training and cell.dropout > 0:
-                # The cell's mask for x_t, the same at every step.
-                sequences = sequences * cell.get_dropout_mask(sequences[:, 0])[:, None]
-            return _fast_tf.lstm_sequence(
-                cell,
-                sequences,
-                *initial_state,
-                cell.kernel,
-                cell.recurrent_kernel,
-                self._step_weights(),
-                mask=mask,
-                go_backwards=self.go_backwards,
-                zero_output_for_mask=self.zero_output_for_mask,
-                return_sequences=self.return_sequences,
+        if self.use_cudnn is True and not _keras_can_use_cudnn(self, mask):
+            # keras.layers.LSTM's error, where it raises it.
+            raise ValueError(
+                "use_cudnn=True was specified, "
+                "but cuDNN is not supported for this layer configuration "
+                "with this backend. Pass use_cudnn='auto' to fallback "
+                "to a non-cuDNN implementation."
             )
-        return super().inner_loop(sequences, initial_state, mask, training=training)
-
-    def _step_weights(self):
-        return {
-            name: getattr(self.cell, name) for name in self.cell.step_weight_names()
-        }
-
-    def _uses_fast_path(self, training) -> bool:
-        """Whether the sequence runs through `_fast_tf` rather than the cell loop.
-
-        The compiled loop runs every variant and activation on the TensorFlow
-        backend; recurrent dropout in training and `unroll=True` run the cell
-        step by step, as Keras does.
-        """
-        return (
-            keras.backend.backend() == "tensorflow"
-            and not self.unroll
-            and not (training and self.cell.recurrent_dropout > 0)
-        )
-
-    def _recording_loop(self, sequences, initial_state, mask, training, fast):
-        """The forward pass, with every gate of every step kept in `_gate_record`."""
         cell = self.cell
-        if fast:
-            from keras_lstm import _fast_tf
+        if not _fast_path_applies(cell, self.unroll, training):
+            return super().inner_loop(sequences, initial_state, mask, training=training)
+        from keras_lstm import _fast_tf
 
-            packed = _fast_tf.lstm_gates(
-                cell,
-                sequences,
-                *initial_state,
-                cell.kernel,
-                cell.recurrent_kernel,
-                self._step_weights(),
-                mask=mask,
-                go_backwards=self.go_backwards,
-            )
-            # (time, batch, 6*units) in GATES order, in reading order.
-            packed = np.swapaxes(ops.convert_to_numpy(packed), 0, 1)
-            steps = dict(zip(GATES, np.split(packed, 6, axis=-1), strict=True))
-            states = None
-        else:
-            # Masked steps output zeros here, on every backend; they are filled
-            # in below as the Keras loop fills them.
-            saved = self.return_sequences, self.zero_output_for_mask
-            cell._pack_gates = True
-            self.return_sequences, self.zero_output_for_mask = True, True
-            try:
-                _, packed, states = super().inner_loop(
-                    sequences, initial_state, mask, training=training
-                )
-            finally:
-                cell._pack_gates = False
-                self.return_sequences, self.zero_output_for_mask = saved
-            # packed: (batch, time, 6*units) = [h | i | f | g | o | c], reading order.
-            names = ("hidden_state", "input_gate", "forget_gate", "candidate")
-            names += ("output_gate", "cell_state")
-            parts = np.split(ops.convert_to_numpy(packed), 6, axis=-1)
-            steps = dict(zip(names, parts, strict=True))
-        read_mask = None if mask is None else ops.convert_to_numpy(mask).astype(bool)
-        if read_mask is not None:
-            read_mask = read_mask.reshape(read_mask.shape[:2])
-            if self.go_backwards:
-                read_mask = read_mask[:, ::-1]
-        if states is None:
-            states = [
-                _final_state(steps[name], read_mask, ops.convert_to_numpy(initial))
-                for name, initial in zip(
-                    ("hidden_state", "cell_state"), initial_state, strict=True
-                )
-            ]
-        steps = {
-            k: _as_loop_output(v, read_mask, self.zero_output_for_mask)
-            for k, v in steps.items()
-        }
-        record = {
-            name: steps[name][:, ::-1] if self.go_backwards else steps[name]
-            for name in GATES
-        }
-        if mask is None:
-            record["mask"] = np.ones(record["hidden_state"].shape[:2], dtype=bool)
-        else:
-            record["mask"] = read_mask[:, ::-1] if self.go_backwards else read_mask
-        self._gate_record.append(record)
-        outputs = steps["hidden_state"]
-        if not self.return_sequences:
-            outputs = outputs[:, -1:]  # What the Keras loop returns; unused.
-        return (
-            ops.convert_to_tensor(outputs[:, -1]),
-            ops.convert_to_tensor(outputs),
-            [ops.convert_to_tensor(state) for state in states],
+        if training and cell.dropout > 0:
+            # The cell's mask for x_t, the same at every step.
+            sequences = sequences * cell.get_dropout_mask(sequences[:, 0])[:, None]
+        return _fast_tf.lstm_sequence(
+            cell,
+            sequences,
+            *initial_state,
+            cell.kernel,
+            cell.recurrent_kernel,
+            _step_weights(cell),
+            mask=mask,
+            go_backwards=self.go_backwards,
+            zero_output_for_mask=self.zero_output_for_mask,
+            return_sequences=self.return_sequences,
         )
+
+    def recording_gates(self):
+        """A context manager that keeps the gates of every call of this layer.
+
+        `with layer.recording_gates() as record:` is `recording_gates(layer)`
+        (see there); `keras_lstm.gate_activations` is built on it.
+        """
+        return recording_gates(self)
 
     def get_config(self):
         config = self.cell.get_config()
@@ -275,39 +208,246 @@ class LSTM(keras.layers.RNN):
         return cls(**config)
 
 
-def _final_state(values, mask, initial):
-    """The state carried out of the loop: the last kept step's, else the initial one.
+def _step_weights(cell):
+    return {name: getattr(cell, name) for name in cell.step_weight_names()}
 
-    values: (batch, time, units) in reading order; mask (batch, time) or None.
+
+def _fast_path_applies(cell, unroll, training) -> bool:
+    """Whether `cell`'s sequence runs through `_fast_tf` rather than the cell loop.
+
+    The compiled loop runs every variant and activation on the TensorFlow
+    backend. `unroll=True` and, in training, dropout masks inside the step (on
+    h_{t-1}, or on x_t per gate with implementation 1) run the cell step by
+    step, as Keras does.
     """
-    if mask is None:
-        return values[:, -1]
-    time = np.arange(mask.shape[1])
-    last_kept = np.max(np.where(mask, time, -1), axis=1)
-    final = values[np.arange(len(values)), np.maximum(last_kept, 0)]
-    return np.where((last_kept >= 0)[:, None], final, initial).astype(values.dtype)
+    masks_per_step = cell.recurrent_dropout > 0 or (
+        cell.dropout > 0 and cell.implementation == 1
+    )
+    return (
+        keras.backend.backend() == "tensorflow"
+        and not unroll
+        and not (training and masks_per_step)
+    )
 
 
-def _as_loop_output(values, mask, zero_output_for_mask):
-    """Per-step values as the Keras loop outputs them under a mask.
+def _keras_can_use_cudnn(layer, mask) -> bool:
+    """Whether `keras.layers.LSTM(use_cudnn=True)` would run cuDNN here rather
+    than raise (Keras 3.15: `LSTM.inner_loop` and each backend's `lstm`).
+
+    This layer never calls cuDNN: where Keras would, it runs its own loop. Its
+    variants are equations cuDNN cannot run.
+    """
+    cell = layer.cell
+    backend = keras.backend.backend()
+    if cell.recurrent_dropout > 0 or cell.variant != "standard":
+        return False
+    if backend == "torch":
+        # Keras's torch backend runs its own loop where cuDNN cannot, except
+        # under a mask.
+        return mask is None
+    if backend == "jax" and mask is not None:
+        return False
+    tanh, sigmoid = _backend_functions("tanh"), _backend_functions("sigmoid")
+    if (
+        cell.activation not in tanh
+        or cell.recurrent_activation not in sigmoid
+        or layer.unroll
+        or not cell.use_bias
+    ):
+        return False
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() == "gpu"
+    return False
+
+
+def _backend_functions(name):
+    """`keras.activations.<name>`, `keras.ops.<name>` and the backend's own."""
+    functions = [getattr(keras.activations, name), getattr(keras.ops, name)]
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        functions.append(getattr(tf, name))
+    elif keras.backend.backend() == "jax" and name == "tanh":
+        import jax
+
+        functions.append(jax.numpy.tanh)
+    return functions
+
+
+def lstm_cells(layer) -> tuple[LSTMCell, ...] | None:
+    """The keras_lstm cells `layer` runs, in stacking order, or None.
+
+    A `keras_lstm.LSTM` runs one; a `keras.layers.RNN` runs its cell, if that is
+    a `keras_lstm.LSTMCell`, or its `StackedRNNCells`, if they all are.
+    """
+    if not isinstance(layer, keras.layers.RNN):
+        return None
+    cells = layer.cell
+    if isinstance(cells, keras.layers.StackedRNNCells):
+        cells = cells.cells
+    else:
+        cells = [cells]
+    if cells and all(isinstance(cell, LSTMCell) for cell in cells):
+        return tuple(cells)
+    return None
+
+
+class GateRecord(NamedTuple):
+    """What one call of a keras_lstm layer computed in one of its cells.
+
+    Attributes:
+        packed: (time, batch, 6*units), each step's values side by side in
+            `GATES` order (`keras_lstm.cell.pack_gates`), in reading order (from
+            the last input step under `go_backwards`). At masked steps the
+            values are unspecified (the loop discards them).
+        mask: (time, batch) booleans in reading order, or None.
+        initial_state: `(h_0, c_0)`, each (batch, units).
+
+    `keras_lstm.gates.unpack_gates` turns one into arrays in input order.
+    """
+
+    packed: Any
+    mask: Any
+    initial_state: tuple
+
+
+@contextlib.contextmanager
+def recording_gates(layer):
+    """Keeps the gates of every call of a keras_lstm layer inside the block.
 
     Args:
-        values: (batch, time, units), what each step computed, in reading order.
-        mask: (batch, time) booleans in reading order, or None.
-        zero_output_for_mask: Whether masked steps output zeros.
+        layer: A `keras_lstm.LSTM`, or a `keras.layers.RNN` whose cell is a
+            `keras_lstm.LSTMCell` or a `StackedRNNCells` of them.
 
-    Returns:
-        The values with each masked step showing the last kept step before it
-        (zeros before the first one), or zeros if `zero_output_for_mask`.
+    Yields:
+        A list to which each call of `layer` appends a tuple with one
+        `GateRecord` per cell (one for a `keras_lstm.LSTM`), tensors that can
+        leave a `tf.function`.
+
+    The layer computes its outputs as it always does. Keras layers have no call
+    hooks, so for the block the layer's `inner_loop` (which `keras.layers.RNN`
+    calls with the sequences, initial states and mask) is wrapped: after the
+    sequence loop, the same inputs run through a loop that keeps every gate of
+    every step (`_fast_tf.lstm_gates` where the layer's own loop is the fast
+    path, else the cell's steps in `keras.ops.scan`).
+
+    Example:
+
+    >>> layer = keras_lstm.LSTM(4)
+    >>> with layer.recording_gates() as record:
+    ...     layer(np.zeros((2, 7, 3)))
+    >>> (gates,) = record[0]
+    >>> tuple(gates.packed.shape)
+    (7, 2, 24)
     """
-    if mask is None:
-        return values
-    if zero_output_for_mask:
-        return values * mask[..., None]
-    time = np.arange(mask.shape[1])
-    last_kept = np.maximum.accumulate(np.where(mask, time, -1), axis=1)
-    shown = np.take_along_axis(values, np.maximum(last_kept, 0)[..., None], axis=1)
-    return np.where((last_kept >= 0)[..., None], shown, 0.0).astype(values.dtype)
+    cells = lstm_cells(layer)
+    if cells is None:
+        raise ValueError(
+            "Received an invalid value for argument `layer`: expected a "
+            "keras_lstm.LSTM or a keras.layers.RNN of keras_lstm.LSTMCell, "
+            f"got {layer!r}"
+        )
+    calls = []
+    wrapped = layer.__dict__.get("inner_loop")  # A recording already under way.
+    inner_loop = layer.inner_loop
+
+    def recording_inner_loop(sequences, initial_state, mask, training=False):
+        result = inner_loop(sequences, initial_state, mask, training=training)
+        calls.append(
+            _gate_records(layer, cells, sequences, initial_state, mask, training)
+        )
+        return result
+
+    layer.inner_loop = recording_inner_loop
+    try:
+        yield calls
+    finally:
+        if wrapped is None:
+            del layer.inner_loop
+        else:
+            layer.inner_loop = wrapped
+
+
+def _gate_records(layer, cells, sequences, initial_state, mask, training):
+    """One `GateRecord` per cell, from the arguments of `layer.inner_loop`."""
+    if isinstance(mask, (list, tuple)):
+        mask = mask[0]
+    x = sequences
+    if not keras.backend.is_float_dtype(x.dtype):
+        x = ops.cast(x, cells[0].compute_dtype)
+    if mask is not None:
+        mask = ops.cast(ops.reshape(mask, ops.shape(x)[:2]), "bool")
+    if layer.go_backwards:
+        x = ops.flip(x, axis=1)
+        mask = None if mask is None else ops.flip(mask, axis=1)
+    stacked = isinstance(layer.cell, keras.layers.StackedRNNCells)
+    states = initial_state if stacked else [initial_state]  # [h_0, c_0] per cell
+    # Copies: a stateful layer's h_0 and c_0 are its state variables, which
+    # keras.layers.RNN assigns the final states after this loop.
+    states = keras.tree.map_structure(ops.copy, states)
+    records = []
+    for cell, (h0, c0) in zip(cells, states, strict=True):
+        if _fast_path_applies(cell, layer.unroll, training):
+            import tensorflow as tf
+
+            from keras_lstm import _fast_tf
+
+            if training and cell.dropout > 0:
+                x = x * cell.get_dropout_mask(x[:, 0])[:, None]
+            # Tensors, not Keras variables: this may run inside a tf.function,
+            # where `lstm_gates` (itself a tf.function) cannot trace variables.
+            kernel, recurrent_kernel, weights = keras.tree.map_structure(
+                tf.convert_to_tensor,
+                (cell.kernel, cell.recurrent_kernel, _step_weights(cell)),
+            )
+            packed = _fast_tf.lstm_gates(
+                cell, x, h0, c0, kernel, recurrent_kernel, weights, mask=mask
+            )
+        else:
+            packed = _scanned_gates(cell, x, h0, c0, mask, training)
+        time_mask = None if mask is None else ops.transpose(mask)
+        records.append(GateRecord(packed, time_mask, (h0, c0)))
+        # The next cell of a stack reads this one's h_t at each step.
+        x = ops.transpose(packed[..., 5 * cell.units :], (1, 0, 2))
+    return tuple(records)
+
+
+def _scanned_gates(cell, x, h0, c0, mask, training):
+    """What `_fast_tf.lstm_gates` returns, from the cell's own steps: any backend,
+    dropout in the step.
+
+    x (batch, time, features) and mask (batch, time) in reading order; returns
+    (time, batch, 6*units).
+    """
+    units = cell.units
+    xs = ops.transpose(x, (1, 0, 2))  # (time, batch, features)
+    if mask is not None:
+        xs = (xs, ops.transpose(mask)[..., None])
+
+    # The carry is the previous step's packed values, so that `keras.ops.scan`
+    # returns the same structure it carries (its TensorFlow version needs that).
+    def step(previous, inputs):
+        x_t, m_t = inputs if mask is not None else (inputs, None)
+        c_prev = previous[:, 4 * units : 5 * units]
+        h_prev = previous[:, 5 * units :]
+        u_x, w_h = cell.projections(x_t, h_prev, training=training)
+        i, f, g, o, c, h = cell.step(u_x, w_h, c_prev)
+        if m_t is not None:
+            # A masked step carries the states through (keras.backend.rnn).
+            c = ops.where(m_t, c, c_prev)
+            h = ops.where(m_t, h, h_prev)
+        packed = pack_gates(i, f, g, o, c, h)
+        return packed, packed
+
+    start = ops.concatenate([ops.zeros_like(h0)] * 4 + [c0, h0], axis=-1)
+    _, packed = ops.scan(step, start, xs)
+    return packed
 
 
 # Like keras.layers.LSTM, the layer shows its cell's settings as read-only

@@ -94,16 +94,20 @@ def data(rng, n=12):
 
 @pytest.fixture(scope="module")
 def masked_run(tmp_path_factory):
-    """A masked model trained 3 epochs with gates written every 2 epochs."""
+    """A masked model trained 3 epochs with gates written every 2 epochs, beside
+    Keras's own TensorBoard logs; returns the model, the probe and both logs."""
     rng = np.random.default_rng(0)
     keras.utils.set_random_seed(0)
-    log_dir = tmp_path_factory.mktemp("masked") / "gates"
+    run_dir = tmp_path_factory.mktemp("masked")
     model = masked_model()
     probe = padded_probe(rng)
     x, y = data(rng)
-    callback = GateTensorBoard(log_dir, probe, freq=2)
-    model.fit(x, y, epochs=3, batch_size=4, callbacks=[callback], verbose=0)
-    return model, probe, load(log_dir)
+    callbacks = [
+        keras.callbacks.TensorBoard(run_dir),
+        GateTensorBoard(run_dir / "gates", probe, freq=2),
+    ]
+    model.fit(x, y, epochs=3, batch_size=4, callbacks=callbacks, verbose=0)
+    return model, probe, load(run_dir / "gates"), load(run_dir / "train")
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +123,7 @@ def stacked_run(tmp_path_factory):
 
 
 def test_exact_tag_set_of_one_masked_layer(masked_run):
-    _, _, accumulator = masked_run
+    _, _, accumulator, _ = masked_run
     assert tags_by_plugin(accumulator) == expected_tags(["encoder"])
 
 
@@ -129,20 +133,23 @@ def test_exact_tag_set_of_stacked_and_bidirectional_layers(stacked_run):
 
 
 def test_written_every_freq_epochs_and_after_the_last(masked_run):
-    _, _, accumulator = masked_run
+    _, _, accumulator, train = masked_run
+    # Steps are epochs as keras.callbacks.TensorBoard numbers them: the 2nd and
+    # 3rd epochs are steps 1 and 2, beside their epoch_loss.
+    assert [e.step for e in train.Tensors("epoch_loss")] == [0, 1, 2]
     for tag in accumulator.Tags()[event_accumulator.TENSORS]:
         steps = [e.step for e in accumulator.Tensors(tag)]
-        assert steps == [2, 3], tag
+        assert steps == [1, 2], tag
 
 
 def test_one_write_when_the_last_epoch_is_also_a_freq_epoch(stacked_run):
     for tag in stacked_run.Tags()[event_accumulator.TENSORS]:
-        assert [e.step for e in stacked_run.Tensors(tag)] == [1], tag
+        assert [e.step for e in stacked_run.Tensors(tag)] == [0], tag
 
 
 @pytest.mark.parametrize(
     "epochs, freq, steps",
-    [(4, 2, [2, 4]), (5, 2, [2, 4, 5]), (2, 3, [2])],
+    [(4, 2, [1, 3]), (5, 2, [1, 3, 4]), (2, 3, [1])],
 )
 def test_steps_for_freq_and_epochs(tmp_path, epochs, freq, steps):
     rng = np.random.default_rng(2)
@@ -159,30 +166,30 @@ def test_steps_for_freq_and_epochs(tmp_path, epochs, freq, steps):
 
 
 def test_scalars_equal_statistics_of_unmasked_steps(masked_run):
-    model, probe, accumulator = masked_run
-    # The weights after fit are the ones the final write (step 3) used.
+    model, probe, accumulator, _ = masked_run
+    # The weights after fit are the ones the final write (step 2) used.
     gates = keras_lstm.gate_activations(model, probe)["encoder"]
     keep = probe_mask()
     for gate in keras_lstm.GATES:
         values = gates[gate][keep]
-        logged = scalar_values(accumulator, f"encoder/{gate}/mean")[3]
+        logged = scalar_values(accumulator, f"encoder/{gate}/mean")[2]
         np.testing.assert_allclose(logged, values.mean(), rtol=1e-5, atol=1e-6)
         if gate in SIGMOID_GATES:
-            left = scalar_values(accumulator, f"encoder/{gate}/left_saturated")[3]
-            right = scalar_values(accumulator, f"encoder/{gate}/right_saturated")[3]
+            left = scalar_values(accumulator, f"encoder/{gate}/left_saturated")[2]
+            right = scalar_values(accumulator, f"encoder/{gate}/right_saturated")[2]
             np.testing.assert_allclose(left, np.mean(values < 0.1), atol=1e-6)
             np.testing.assert_allclose(right, np.mean(values > 0.9), atol=1e-6)
 
 
 def test_the_probe_tells_masked_from_unmasked_statistics(masked_run):
     # Otherwise the comparison above could not catch masked steps counted in.
-    model, probe, accumulator = masked_run
+    model, probe, accumulator, _ = masked_run
     gates = keras_lstm.gate_activations(model, probe)["encoder"]
     differs = [
         gate
         for gate in keras_lstm.GATES
         if not np.isclose(
-            scalar_values(accumulator, f"encoder/{gate}/mean")[3],
+            scalar_values(accumulator, f"encoder/{gate}/mean")[2],
             gates[gate].mean(),
             rtol=1e-4,
         )
@@ -191,7 +198,7 @@ def test_the_probe_tells_masked_from_unmasked_statistics(masked_run):
 
 
 def test_histograms_count_only_unmasked_values(masked_run):
-    _, _, accumulator = masked_run
+    _, _, accumulator, _ = masked_run
     units = 4
     for gate in keras_lstm.GATES:
         for event in accumulator.Tensors(f"encoder/{gate}/activations"):
@@ -225,7 +232,7 @@ def test_every_summary_has_a_description(masked_run, stacked_run):
 
 
 def test_images_are_pngs_of_the_stated_size(masked_run):
-    _, _, accumulator = masked_run
+    _, _, accumulator, _ = masked_run
     for tag in tags_by_plugin(accumulator)["images"]:
         for event in accumulator.Tensors(tag):
             width, height, *pngs = tensor_util.make_ndarray(event.tensor_proto)
@@ -259,6 +266,41 @@ def test_saturation_tags_belong_to_the_three_gates(stacked_run):
     saturation = {tag for tag in tags if "saturat" in tag}
     assert {tag.split("/")[-2] for tag in saturation} == set(SIGMOID_GATES)
     assert len(saturation) == 3 * 3 * 3  # layers x gates x (left, right, image)
+
+
+def test_model_without_lstm_layers_is_refused_before_training(tmp_path):
+    model = keras.Sequential([keras.Input((TIME, FEATURES)), keras.layers.Dense(1)])
+    model.compile("sgd", "mse")
+    epochs = []
+    started = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda epoch, logs: epochs.append(epoch)
+    )
+    callback = GateTensorBoard(tmp_path, np.zeros((1, TIME, FEATURES)))
+    x, y = np.zeros((4, TIME, FEATURES)), np.zeros((4, TIME, 1))
+    with pytest.raises(ValueError, match="keras_lstm"):
+        model.fit(x, y, epochs=2, callbacks=[started, callback], verbose=0)
+    assert epochs == []
+
+
+def test_writing_gates_leaves_training_unchanged(tmp_path):
+    # The probe's forward pass draws dropout masks (keras.layers.RNN draws them
+    # in inference too); the callback puts the seed generators back.
+    rng = np.random.default_rng(3)
+    x, y = data(rng, n=8)
+
+    def trained(callbacks):
+        keras.utils.set_random_seed(3)
+        inputs = keras.Input((TIME, FEATURES))
+        h = keras_lstm.LSTM(3, dropout=0.2, recurrent_dropout=0.3, seed=1)(inputs)
+        model = keras.Model(inputs, keras.layers.Dense(1)(h))
+        model.compile("sgd", "mse")
+        model.fit(x, y, epochs=2, batch_size=4, callbacks=callbacks, verbose=0)
+        return model.get_weights()
+
+    plain = trained([])
+    logged = trained([GateTensorBoard(tmp_path, x[:3], images=False)])
+    for a, b in zip(logged, plain, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("freq", [0, -1, 1.5, "2", True, None])

@@ -3,88 +3,12 @@
 import keras
 import numpy as np
 import pytest
+from reference import named_weights, reference_sequence, reference_step
 
 import keras_lstm
 from keras_lstm import LSTMCell
 
 BATCH, TIME, FEATURES, UNITS = 3, 5, 4, 3
-EPS = 1e-5
-
-
-def _sigmoid(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _layer_norm(a, gamma, beta, groups, units):
-    # (batch, groups*units), normalised per group over its units, biased variance.
-    a = a.reshape(a.shape[0], groups, units)
-    a = (a - a.mean(-1, keepdims=True)) / np.sqrt(a.var(-1, keepdims=True) + EPS)
-    return a.reshape(a.shape[0], groups * units) * gamma + beta
-
-
-def reference_step(variant, w, x, h_prev, c_prev):
-    """One step of the equations; `w` maps weight names to float64 arrays."""
-    units = h_prev.shape[-1]
-    u_x = x @ w["kernel"]
-    w_h = h_prev @ w["recurrent_kernel"]
-    if variant == "layer_norm":
-        u_x = _layer_norm(u_x, w["input_norm_gamma"], w["input_norm_beta"], 4, units)
-        w_h = _layer_norm(
-            w_h, w["recurrent_norm_gamma"], w["recurrent_norm_beta"], 4, units
-        )
-    z = u_x + w_h + w["bias"]
-    z_i, z_f, z_g, z_o = (z[:, k * units : (k + 1) * units] for k in range(4))
-    if variant == "peephole":
-        p = w["peephole"]
-        p_i, p_f, p_o = p[:units], p[units : 2 * units], p[2 * units :]
-        z_i = z_i + p_i * c_prev
-        z_f = z_f + p_f * c_prev
-    one = np.ones_like(c_prev)
-    i = one if variant == "no_input_gate" else _sigmoid(z_i)
-    if variant == "cifg":
-        f = 1.0 - i
-    elif variant == "no_forget_gate":
-        f = one
-    else:
-        f = _sigmoid(z_f)
-    g = z_g if variant == "no_input_activation" else np.tanh(z_g)
-    c = f * c_prev + i * g
-    if variant == "peephole":
-        z_o = z_o + p_o * c
-    o = one if variant == "no_output_gate" else _sigmoid(z_o)
-    if variant == "layer_norm":
-        h = o * np.tanh(
-            _layer_norm(c, w["cell_norm_gamma"], w["cell_norm_beta"], 1, units)
-        )
-    elif variant == "no_output_activation":
-        h = o * c
-    else:
-        h = o * np.tanh(c)
-    return {
-        "input_gate": i,
-        "forget_gate": f,
-        "candidate": g,
-        "output_gate": o,
-        "cell_state": c,
-        "hidden_state": h,
-    }
-
-
-def reference_sequence(variant, w, x, h0=None, c0=None):
-    """The equations over `x` (batch, time, features); gates (batch, time, units)."""
-    units = w["recurrent_kernel"].shape[0]
-    h = np.zeros((x.shape[0], units)) if h0 is None else h0
-    c = np.zeros((x.shape[0], units)) if c0 is None else c0
-    steps = []
-    for t in range(x.shape[1]):
-        gates = reference_step(variant, w, x[:, t], h, c)
-        h, c = gates["hidden_state"], gates["cell_state"]
-        steps.append(gates)
-    return {k: np.stack([s[k] for s in steps], axis=1) for k in steps[0]}
-
-
-def named_weights(layer):
-    return {v.name: np.asarray(v.numpy(), dtype="float64") for v in layer.weights}
 
 
 def test_expected_variants():
@@ -288,21 +212,33 @@ def test_bias_initialization_matches_keras(unit_forget_bias):
     np.testing.assert_array_equal(zeros.bias.numpy(), expected)
 
 
-def test_cell_with_dropout_trains_inside_keras_rnn(rng):
-    model = keras.Sequential(
-        [
-            keras.Input((TIME, FEATURES)),
-            keras.layers.RNN(
-                LSTMCell(UNITS, dropout=0.3, recurrent_dropout=0.3, seed=1)
-            ),
-            keras.layers.Dense(1),
-        ]
-    )
-    model.compile(optimizer="adam", loss="mse")
-    x = rng.normal(size=(8, TIME, FEATURES)).astype("float32")
-    y = rng.normal(size=(8, 1)).astype("float32")
-    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
-    assert np.all(np.isfinite(history.history["loss"]))
+@pytest.mark.parametrize("implementation", [1, 2])
+def test_cell_dropout_inside_keras_rnn_matches_keras_cell(
+    implementation, rng, randomize
+):
+    # The masks Keras's cell draws, from the same seed; training with them is
+    # compared with keras.layers.LSTM in test_layer.py.
+    def rnn(cell_class):
+        cell = cell_class(
+            UNITS, dropout=0.3, recurrent_dropout=0.3 * (implementation == 1),
+            implementation=implementation, seed=1,
+        )  # fmt: skip
+        layer = keras.layers.RNN(cell, return_sequences=True)
+        layer.build((BATCH, TIME, FEATURES))
+        return layer
+
+    theirs = rnn(keras.layers.LSTMCell)
+    randomize(theirs, rng)
+    ours = rnn(LSTMCell)
+    ours.set_weights(theirs.get_weights())
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    for _ in range(2):  # A new draw at each call.
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(ours(x, training=True)),
+            keras.ops.convert_to_numpy(theirs(x, training=True)),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 @pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
@@ -325,8 +261,10 @@ def test_cell_config_round_trip(variant):
     assert LSTMCell.from_config(config).get_config() == config
 
 
-def test_cell_accepts_implementation():
-    assert LSTMCell(UNITS, implementation=1).units == UNITS
+def test_implementation_is_set_as_keras_sets_it():
+    for kwargs in ({}, {"implementation": 1}, {"recurrent_dropout": 0.5}):
+        theirs = keras.layers.LSTMCell(UNITS, **kwargs)
+        assert LSTMCell(UNITS, **kwargs).implementation == theirs.implementation
 
 
 def test_cell_weights_have_documented_shapes():
@@ -354,6 +292,7 @@ def test_cell_weights_have_documented_shapes():
             "nope",
         ),
         ({"units": UNITS, "variant": "nope"}, "variant", "nope"),
+        ({"units": UNITS, "implementation": 3}, "implementation", "3"),
     ],
 )
 @pytest.mark.parametrize("cls", [LSTMCell, keras_lstm.LSTM])

@@ -12,6 +12,7 @@ import tensorflow as tf  # noqa: E402
 import keras_lstm  # noqa: E402
 from keras_lstm import _fast_tf  # noqa: E402
 from keras_lstm._fast_tf import lstm_sequence  # noqa: E402
+from keras_lstm.layer import _fast_path_applies  # noqa: E402
 
 BATCH, TIME, FEATURES, UNITS = 3, 5, 4, 3
 TOL = 1e-5
@@ -231,7 +232,7 @@ def _variant_layers(variant, rng, **options):
 def test_every_variant_matches_the_cell_loop(variant, go_backwards, gradients):
     rng = np.random.default_rng(6)
     fast, loop = _variant_layers(variant, rng, go_backwards=go_backwards)
-    assert fast._uses_fast_path(training=True)
+    assert _fast_path_applies(fast.cell, fast.unroll, training=True)
     x = rng.normal(size=(4, 37, FEATURES)).astype("float32")
     mask = rng.random((4, 37)) < 0.8
     for kwargs in ({}, {"mask": mask}):

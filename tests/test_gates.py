@@ -1,14 +1,39 @@
 """keras_lstm.gate_activations: keys, invariants, and agreement with the layers."""
 
+import gc
+import logging
+import weakref
+
 import keras
 import numpy as np
 import pytest
+from reference import named_weights, reference_gates
 
 import keras_lstm
 from keras_lstm import gate_activations
+from keras_lstm.gates import unpack_gates
 
 BATCH, TIME, FEATURES, UNITS = 2, 5, 3, 4
 GATE_KEYS = set(keras_lstm.GATES) | {"mask"}
+
+
+@pytest.fixture(autouse=True)
+def tensorflow_warnings():
+    """What TensorFlow logs during a test; a retracing warning fails it.
+
+    TensorFlow warns at most twice per function and process that it retraces,
+    so every test listens, not only the one about it.
+    """
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    tf_logger = logging.getLogger("tensorflow")
+    tf_logger.addHandler(handler)
+    try:
+        yield messages
+    finally:
+        tf_logger.removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m]
 
 
 def to_numpy(x):
@@ -30,6 +55,150 @@ def sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
 
 
+def padded_sequences(rng, batch=3):
+    """Sequences zeroed where `mask` is False: sample 0 is whole, sample 1
+    post-padded after step 2, sample 2 pre-padded with a hole at step 3."""
+    mask = np.ones((batch, TIME), dtype=bool)
+    mask[1, 3:] = False
+    mask[2, [0, 3]] = False
+    return sequences(rng, batch) * mask[..., None], mask
+
+
+def assert_gates_equal(gates, expected, mask, key=""):
+    np.testing.assert_array_equal(gates["mask"], mask, err_msg=key)
+    for name in keras_lstm.GATES:
+        np.testing.assert_allclose(
+            gates[name], expected[name], rtol=1e-4, atol=1e-5, err_msg=f"{key} {name}"
+        )
+
+
+class Holder(keras.layers.Layer):
+    """A custom layer that holds a keras_lstm layer."""
+
+    def __init__(self, variant, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+        self.inner = keras_lstm.LSTM(
+            UNITS, return_sequences=True, variant=variant, name="inner"
+        )
+
+    def call(self, x, mask=None):
+        return self.inner(x, mask=mask)
+
+
+def every_kind_of_layer(variant):
+    """One masked model with keras_lstm layers everywhere gate_activations looks:
+    stacked, go_backwards, unrolled, Bidirectional, in a custom layer, a cell in
+    a plain RNN and stacked cells (backwards and unrolled) in a plain RNN."""
+
+    def lstm(**kwargs):
+        return keras_lstm.LSTM(UNITS, return_sequences=True, variant=variant, **kwargs)
+
+    def cell(name):
+        return keras_lstm.LSTMCell(UNITS, variant=variant, name=name)
+
+    inputs = keras.Input((TIME, FEATURES))
+    x = keras.layers.Masking(0.0)(inputs)
+    branches = [
+        lstm(name="upper")(lstm(name="lower")(x)),
+        lstm(name="back", go_backwards=True)(x),
+        lstm(name="unrolled_back", go_backwards=True, unroll=True)(x),
+        keras.layers.Bidirectional(lstm(), name="bi")(x),
+        keras.layers.Bidirectional(lstm(unroll=True), name="unrolled_bi")(x),
+        Holder(variant, name="holder")(x),
+        keras.layers.RNN(cell("alone"), return_sequences=True, name="rnn")(x),
+        keras.layers.RNN(
+            [cell("first"), cell("second")],
+            return_sequences=True,
+            go_backwards=True,
+            unroll=True,
+            name="stack",
+        )(x),
+    ]
+    return keras.Model(inputs, keras.layers.Concatenate()(branches))
+
+
+# key: (where its cell is, the key whose hidden_state it reads (None: the
+# inputs), go_backwards)
+LAYOUT = {
+    "lower": (lambda m: m.get_layer("lower").cell, None, False),
+    "upper": (lambda m: m.get_layer("upper").cell, "lower", False),
+    "back": (lambda m: m.get_layer("back").cell, None, True),
+    "unrolled_back": (lambda m: m.get_layer("unrolled_back").cell, None, True),
+    "bi/forward": (lambda m: m.get_layer("bi").forward_layer.cell, None, False),
+    "bi/backward": (lambda m: m.get_layer("bi").backward_layer.cell, None, True),
+    "unrolled_bi/forward": (
+        lambda m: m.get_layer("unrolled_bi").forward_layer.cell,
+        None,
+        False,
+    ),
+    "unrolled_bi/backward": (
+        lambda m: m.get_layer("unrolled_bi").backward_layer.cell,
+        None,
+        True,
+    ),
+    "holder/inner": (lambda m: m.get_layer("holder").inner.cell, None, False),
+    "rnn": (lambda m: m.get_layer("rnn").cell, None, False),
+    "stack/first": (lambda m: m.get_layer("stack").cell.cells[0], None, True),
+    "stack/second": (
+        lambda m: m.get_layer("stack").cell.cells[1],
+        "stack/first",
+        True,
+    ),
+}
+
+
+def test_every_gate_of_every_kind_of_layer_matches_reference(rng, randomize):
+    model = every_kind_of_layer("peephole")
+    randomize(model, rng)
+    x, mask = padded_sequences(rng)
+    # Batches of 2: the last one is padded.
+    gates = gate_activations(model, x, batch_size=2)
+    assert list(gates) == list(LAYOUT)
+    expected = {}
+    for key, (cell_of, reads, go_backwards) in LAYOUT.items():
+        inputs = x if reads is None else expected[reads]["hidden_state"]
+        weights = named_weights(cell_of(model))
+        expected[key] = reference_gates("peephole", weights, inputs, mask, go_backwards)
+        # Every step: the masked ones repeat the last real step before them.
+        assert_gates_equal(gates[key], expected[key], mask, key)
+
+
+def test_custom_layer_passed_alone(rng, randomize):
+    holder = Holder("standard", name="holder")
+    x, mask = padded_sequences(rng)
+    holder(x)
+    randomize(holder, rng)
+    gates = gate_activations(holder, x, mask=mask)
+    assert list(gates) == ["inner"]
+    weights = named_weights(holder.inner.cell)
+    assert_gates_equal(
+        gates["inner"], reference_gates("standard", weights, x, mask), mask
+    )
+
+
+@pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
+def test_every_variant_matches_reference(variant, rng, randomize):
+    # Both gate loops (on TensorFlow, the compiled one and the unrolled layer's
+    # scan), masked and backwards.
+    inputs = keras.Input((TIME, FEATURES))
+    x = keras.layers.Masking(0.0)(inputs)
+    layers = [
+        keras_lstm.LSTM(UNITS, variant=variant, go_backwards=True, name="loop"),
+        keras_lstm.LSTM(
+            UNITS, variant=variant, go_backwards=True, unroll=True, name="unrolled"
+        ),
+    ]
+    model = keras.Model(inputs, [layer(x) for layer in layers])
+    randomize(model, rng)
+    x, mask = padded_sequences(rng)
+    gates = gate_activations(model, x)
+    for layer in layers:
+        weights = named_weights(layer.cell)
+        expected = reference_gates(variant, weights, x, mask, go_backwards=True)
+        assert_gates_equal(gates[layer.name], expected, mask, layer.name)
+
+
 def test_single_layer_keys_shapes_and_dtypes(rng, randomize):
     layer = built_layer(rng, randomize, name="enc")
     gates = gate_activations(layer, sequences(rng))
@@ -43,44 +212,7 @@ def test_single_layer_keys_shapes_and_dtypes(rng, randomize):
     assert gates["enc"]["mask"].all()
 
 
-GATED_VARIANTS = ["standard", "peephole", "cifg", "layer_norm"]
-
-
-@pytest.mark.parametrize("variant", GATED_VARIANTS + ["no_input_activation"])
-def test_gates_lie_in_their_ranges(variant, rng, randomize):
-    gates = gate_activations(
-        built_layer(rng, randomize, variant=variant), sequences(rng)
-    )
-    gates = next(iter(gates.values()))
-    for name in ("input_gate", "forget_gate", "output_gate"):
-        assert np.all(gates[name] > 0) and np.all(gates[name] < 1), name
-    if variant != "no_input_activation":
-        assert np.all(np.abs(gates["candidate"]) < 1)
-
-
-@pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
-def test_states_recomputed_from_gates_equal_exposed_states(variant, rng, randomize):
-    layer = built_layer(rng, randomize, variant=variant)
-    gates = gate_activations(layer, sequences(rng))[layer.name]
-    i, f, g = gates["input_gate"], gates["forget_gate"], gates["candidate"]
-    o, c, h = gates["output_gate"], gates["cell_state"], gates["hidden_state"]
-    c_prev = np.concatenate([np.zeros_like(c[:, :1]), c[:, :-1]], axis=1)
-    np.testing.assert_allclose(c, f * c_prev + i * g, rtol=1e-5, atol=1e-6)
-    if variant == "no_output_activation":
-        expected_h = o * c
-    elif variant == "layer_norm":
-        gamma = to_numpy(layer.cell.cell_norm_gamma)
-        beta = to_numpy(layer.cell.cell_norm_beta)
-        mean, var = c.mean(-1, keepdims=True), c.var(-1, keepdims=True)
-        expected_h = o * np.tanh((c - mean) / np.sqrt(var + 1e-5) * gamma + beta)
-    else:
-        expected_h = o * np.tanh(c)
-    np.testing.assert_allclose(h, expected_h, rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize(
-    "variant", ["standard", "peephole", "layer_norm", "no_output_activation"]
-)
+@pytest.mark.parametrize("variant", ["standard", "layer_norm"])
 def test_zero_input_and_state_at_initialisation(variant, rng):
     layer = keras_lstm.LSTM(UNITS, variant=variant)
     gates = gate_activations(layer, np.zeros((BATCH, TIME, FEATURES), "float32"))
@@ -91,33 +223,6 @@ def test_zero_input_and_state_at_initialisation(variant, rng):
     np.testing.assert_allclose(gates["candidate"], 0.0, atol=1e-7)
     np.testing.assert_allclose(gates["cell_state"], 0.0, atol=1e-7)
     np.testing.assert_allclose(gates["hidden_state"], 0.0, atol=1e-7)
-
-
-@pytest.mark.parametrize(
-    "variant, gate",
-    [
-        ("no_input_gate", "input_gate"),
-        ("no_forget_gate", "forget_gate"),
-        ("no_output_gate", "output_gate"),
-    ],
-)
-def test_removed_gates_are_reported_as_ones(variant, gate, rng, randomize):
-    gates = gate_activations(
-        built_layer(rng, randomize, variant=variant), sequences(rng)
-    )
-    gates = next(iter(gates.values()))
-    np.testing.assert_array_equal(gates[gate], 1.0)
-    for other in {"input_gate", "forget_gate", "output_gate"} - {gate}:
-        assert not np.allclose(gates[other], 1.0)
-
-
-def test_cifg_forget_gate_is_one_minus_input_gate(rng, randomize):
-    gates = gate_activations(
-        built_layer(rng, randomize, variant="cifg"), sequences(rng)
-    )
-    gates = next(iter(gates.values()))
-    np.testing.assert_allclose(gates["forget_gate"], 1.0 - gates["input_gate"])
-    assert not np.allclose(gates["input_gate"], 0.5, atol=1e-2)
 
 
 def test_stacked_layers_keys_and_hidden_states(rng, randomize):
@@ -259,7 +364,7 @@ def test_mask_entry_marks_padded_steps(how, rng, randomize):
     )
 
 
-def test_stateful_layer_states_are_left_unchanged(rng, randomize):
+def test_stateful_layer_starts_from_its_states_and_keeps_them(rng, randomize):
     model = keras.Sequential(
         [
             keras.Input(batch_shape=(BATCH, TIME, FEATURES)),
@@ -268,16 +373,18 @@ def test_stateful_layer_states_are_left_unchanged(rng, randomize):
     )
     randomize(model, rng)
     layer = model.layers[-1]
-    first, second = sequences(rng), sequences(rng)
-    model(first)
+    model(sequences(rng))
     before = [to_numpy(s).copy() for s in layer.states]
     assert np.abs(before[0]).sum() > 0
-    gates = gate_activations(model, second)["s"]
+    x = sequences(rng)
+    mask = np.ones((BATCH, TIME), dtype=bool)
+    mask[0, :2] = False  # Before its first real step, sample 0 shows h_0, c_0.
+    gates = gate_activations(layer, x, mask=mask)["s"]
     for state, value in zip(layer.states, before, strict=True):
         np.testing.assert_array_equal(to_numpy(state), value)
-    # The gates started from the stored states, as the layer's own call does.
-    expected = to_numpy(model(second))
-    np.testing.assert_allclose(gates["hidden_state"], expected, atol=1e-6)
+    weights = named_weights(layer.cell)
+    expected = reference_gates("standard", weights, x, mask, h0=before[0], c0=before[1])
+    assert_gates_equal(gates, expected, mask)
 
 
 def test_model_that_never_asks_for_gates_is_unaffected(rng, randomize):
@@ -286,31 +393,83 @@ def test_model_that_never_asks_for_gates_is_unaffected(rng, randomize):
         [keras.Input((TIME, FEATURES)), layer, keras.layers.Dense(1)]
     )
     randomize(model, rng)
-    assert layer._gate_record is None
     x = sequences(rng)
     before = to_numpy(model(x))
     gate_activations(model, x)
-    assert layer._gate_record is None
-    assert layer.cell._pack_gates is False
+    # The recording wraps the layer's loop only while it lasts.
+    assert "inner_loop" not in vars(layer)
     after = to_numpy(model(x))
     assert after.shape == (BATCH, 1)
     np.testing.assert_allclose(after, before, atol=1e-6)
     model.compile(optimizer="sgd", loss="mse")
     model.fit(x, np.zeros((BATCH, 1), "float32"), epochs=1, verbose=0)
-    assert layer._gate_record is None
+    assert "inner_loop" not in vars(layer)
 
 
-def test_record_is_cleared_when_the_call_fails(rng):
+def test_recording_ends_when_the_call_fails(rng):
     layer = keras_lstm.LSTM(UNITS)
     layer.build((BATCH, TIME, FEATURES))
     with pytest.raises(ValueError):
         gate_activations(layer, np.zeros((BATCH, TIME, FEATURES + 1), "float32"))
-    assert layer._gate_record is None
-    assert layer.cell._pack_gates is False
+    assert "inner_loop" not in vars(layer)
     assert to_numpy(layer(sequences(rng))).shape == (BATCH, UNITS)
 
 
-def test_model_without_lstm_layers_is_rejected():
-    model = keras.Sequential([keras.Input((TIME, FEATURES)), keras.layers.Dense(2)])
+def test_recording_gates_keeps_every_call_inside_the_block(rng, randomize):
+    layer = built_layer(rng, randomize, go_backwards=True)
+    x, mask = padded_sequences(rng)
+    with layer.recording_gates() as record:
+        outputs = to_numpy(layer(x, mask=mask))
+        layer(x[:1])
+    layer(x)
+    assert [len(call) for call in record] == [1, 1]
+    np.testing.assert_allclose(outputs, to_numpy(layer(x, mask=mask)), atol=1e-6)
+    expected = reference_gates("standard", named_weights(layer.cell), x, mask, True)
+    gates = unpack_gates(record[0][0], go_backwards=True)
+    assert_gates_equal(gates, expected, mask)
+    assert "inner_loop" not in vars(layer)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        lambda: keras.layers.Dense(2),
+        lambda: keras.layers.LSTM(2),
+        lambda: keras.layers.RNN(keras.layers.LSTMCell(2)),
+    ],
+    ids=["dense", "keras_lstm", "keras_rnn"],
+)
+def test_model_without_keras_lstm_layers_is_rejected(layer):
+    model = keras.Sequential([keras.Input((TIME, FEATURES)), layer()])
     with pytest.raises(ValueError, match="`model_or_layer`"):
         gate_activations(model, np.zeros((BATCH, TIME, FEATURES), "float32"))
+
+
+@pytest.mark.parametrize("batch_size", [0, 2.5, "8"])
+def test_bad_batch_size_is_rejected(batch_size):
+    layer = keras_lstm.LSTM(UNITS)
+    with pytest.raises(ValueError, match="`batch_size`"):
+        gate_activations(
+            layer, np.zeros((BATCH, TIME, FEATURES)), batch_size=batch_size
+        )
+
+
+@pytest.mark.skipif(
+    keras.backend.backend() != "tensorflow", reason="TensorFlow's tf.function"
+)
+def test_several_layers_and_shapes_do_not_retrace(rng, tensorflow_warnings):
+    for units in (2, 3, 4):
+        layer = keras_lstm.LSTM(units)
+        for time in (3, 4):
+            x = rng.normal(size=(BATCH, time, FEATURES)).astype("float32")
+            gate_activations(layer, x)
+    assert not [m for m in tensorflow_warnings if "retracing" in m]
+
+
+def test_model_is_released_after_gate_activations(rng):
+    model = keras.Sequential([keras.Input((TIME, FEATURES)), keras_lstm.LSTM(UNITS)])
+    gate_activations(model, sequences(rng))
+    released = weakref.ref(model)
+    del model
+    gc.collect()
+    assert released() is None

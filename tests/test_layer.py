@@ -283,6 +283,50 @@ def test_recurrent_dropout_applies_in_training_only(rng, randomize):
     assert not np.allclose(ours_train[0], ours_infer[0], atol=1e-4)
 
 
+DROPOUTS = [
+    # implementation 1 (forced by recurrent_dropout): a mask per gate, for x_t
+    # and for h_{t-1}.
+    {"dropout": 0.3, "recurrent_dropout": 0.4},
+    {"recurrent_dropout": 0.4, "go_backwards": True},
+    {"dropout": 0.3, "implementation": 1},
+]
+
+
+def dropout_model(layer_class, **kwargs):
+    return keras.Sequential(
+        [
+            keras.Input((TIME, FEATURES)),
+            layer_class(UNITS, seed=3, return_sequences=True, **kwargs),
+            keras.layers.Dense(1),
+        ]
+    )
+
+
+@pytest.mark.parametrize("kwargs", DROPOUTS)
+def test_dropout_masks_and_training_match_keras(kwargs, rng, randomize):
+    # use_cudnn=False: Keras's default path fails on implementation 1's
+    # per-gate masks for x_t alone; its cell loop applies them.
+    theirs = dropout_model(keras.layers.LSTM, use_cudnn=False, **kwargs)
+    randomize(theirs, rng)
+    ours = dropout_model(keras_lstm.LSTM, **kwargs)
+    ours.set_weights(theirs.get_weights())
+    for model in (ours, theirs):
+        model.compile(optimizer="sgd", loss="mse")
+    x = rng.normal(size=(8, TIME, FEATURES)).astype("float32")
+    y = rng.normal(size=(8, TIME, 1)).astype("float32")
+    # The same masks, drawn again at each call from the same seed generator.
+    for _ in range(2):
+        assert_all_close(
+            to_numpy(ours(x, training=True)), to_numpy(theirs(x, training=True))
+        )
+    history = [
+        model.fit(x, y, batch_size=4, epochs=2, shuffle=False, verbose=0).history
+        for model in (ours, theirs)
+    ]
+    np.testing.assert_allclose(history[0]["loss"], history[1]["loss"], rtol=1e-5)
+    assert_all_close(ours.get_weights(), theirs.get_weights())
+
+
 def test_fit_with_dropout_in_model(rng):
     model = keras.Sequential(
         [
@@ -426,3 +470,47 @@ def test_set_weights_checks_count_and_shapes(variant):
     # Nothing was changed by the failed calls.
     for a, b in zip(layer.get_weights(), weights, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "dtype", ["int32", "int64", "uint8", "bool", "float16", "float64"]
+)
+def test_input_dtypes_match_keras(dtype, rng, randomize):
+    ours, theirs = pair(rng, randomize, return_sequences=True, return_state=True)
+    x = rng.integers(0, 3, size=(BATCH, TIME, FEATURES)).astype(dtype)
+    mask = np.ones((BATCH, TIME), dtype=bool)
+    mask[0, 3:] = False
+    for kwargs in ({}, {"mask": mask}):
+        assert_all_close(to_numpy(ours(x, **kwargs)), to_numpy(theirs(x, **kwargs)))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"recurrent_dropout": 0.5},
+        {"activation": "relu"},
+        {"unroll": True},
+        {"use_bias": False},
+    ],
+)
+def test_use_cudnn_true_raises_where_keras_raises(kwargs, rng, randomize):
+    ours, theirs = pair(rng, randomize, use_cudnn=True, **kwargs)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    try:
+        expected = to_numpy(theirs(x))
+    except ValueError as error:
+        with pytest.raises(ValueError) as info:
+            ours(x)
+        assert str(info.value) == str(error)
+    else:  # A GPU: Keras runs cuDNN, this layer its own loop.
+        assert_all_close(to_numpy(ours(x)), expected, rtol=1e-4, atol=1e-4)
+    for use_cudnn in ("auto", False):
+        ours.use_cudnn = use_cudnn
+        ours(x)
+
+
+def test_use_cudnn_true_raises_for_equations_cudnn_cannot_run(rng):
+    layer = keras_lstm.LSTM(UNITS, variant="peephole", use_cudnn=True)
+    with pytest.raises(ValueError, match="use_cudnn=True"):
+        layer(rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32"))
