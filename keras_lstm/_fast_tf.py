@@ -104,6 +104,21 @@ def _chain_layout(batch):
     return cores, tf.gather(buckets, tf.searchsorted(buckets, rows[None]))[0]
 
 
+def _masked_step(cell, ux_t, mask_t, h, c, recurrent_kernel, weights):
+    """One step of `cell.step` from h, c (b, u) and ux_t (b, 4u).
+
+    Returns the packed gates (b, 6u) in `GATES` order, as the step computed them,
+    and the states carried out of it: at a row where mask_t (b, 1) is False, the
+    previous ones (keras.backend.rnn).
+    """
+    i, f, g, o, c_t, h_t = cell.step(ux_t, tf.matmul(h, recurrent_kernel), c, weights)
+    gates = tf.concat([i, f, o, g, c_t, h_t], axis=-1)
+    if mask_t is not None:
+        h_t = tf.where(mask_t, h_t, h)
+        c_t = tf.where(mask_t, c_t, c)
+    return gates, h_t, c_t
+
+
 class _Loops:
     """The compiled chunks for one set of equations (a cell's configuration)."""
 
@@ -128,21 +143,16 @@ class _Loops:
         packed, for those in `keep`, each with zeros from row n on; and h, c
         after step n.
         """
-        step = self.cell.step
         ux = tf.tensordot(x, kernel, axes=1)  # (CHUNK, b, 4u), one matmul
 
         def body(t, h, c, arrays):
-            i, f, g, o, c_t, h_t = step(
-                ux[t], tf.matmul(h, recurrent_kernel), c, weights
+            m = None if mask is None else mask[t]
+            gates, h, c = _masked_step(
+                self.cell, ux[t], m, h, c, recurrent_kernel, weights
             )
-            values = {"gates": lambda: tf.concat([i, f, o, g, c_t, h_t], axis=-1)}
-            if mask is not None:
-                # A masked step carries the states through (keras.backend.rnn).
-                h_t = tf.where(mask[t], h_t, h)
-                c_t = tf.where(mask[t], c_t, c)
-            values.update(h=lambda: h_t, c=lambda: c_t)
+            values = {"gates": lambda: gates, "h": lambda: h, "c": lambda: c}
             arrays = {k: a.write(t, values[k]()) for k, a in arrays.items()}
-            return t + 1, h_t, c_t, arrays
+            return t + 1, h, c, arrays
 
         arrays = {k: tf.TensorArray(ux.dtype, size=CHUNK) for k in keep}
         _, h, c, arrays = tf.while_loop(
@@ -350,11 +360,9 @@ def _reference_loop(cell, ux, mask, h, c, recurrent_kernel, weights):
     steps = tf.shape(ux)[0]
 
     def body(t, h, c, hs, cs):
-        *_, c_t, h_t = cell.step(ux[t], tf.matmul(h, recurrent_kernel), c, weights)
-        if mask is not None:
-            h_t = tf.where(mask[t], h_t, h)
-            c_t = tf.where(mask[t], c_t, c)
-        return t + 1, h_t, c_t, hs.write(t, h_t), cs.write(t, c_t)
+        m = None if mask is None else mask[t]
+        _, h, c = _masked_step(cell, ux[t], m, h, c, recurrent_kernel, weights)
+        return t + 1, h, c, hs.write(t, h), cs.write(t, c)
 
     arrays = [tf.TensorArray(ux.dtype, size=steps) for _ in range(2)]
     _, _, c, hs, cs = tf.while_loop(
