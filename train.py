@@ -31,25 +31,25 @@ def _import_quietly():
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
     try:
-        import keras_lstm.config
-        import keras_lstm.distribute
-        import keras_lstm.experiment
-        import keras_lstm.tasks
+        import keras_lstm.experiments.config
+        import keras_lstm.experiments.distribute
+        import keras_lstm.experiments.run
+        import keras_lstm.experiments.tasks
     finally:
         os.dup2(stderr, 2)
         os.close(stderr)
         os.close(devnull)
     return (
-        keras_lstm.config,
-        keras_lstm.distribute,
-        keras_lstm.experiment,
-        keras_lstm.tasks,
+        keras_lstm.experiments.config,
+        keras_lstm.experiments.distribute,
+        keras_lstm.experiments.run,
+        keras_lstm.experiments.tasks,
     )
 
 
 config_lib, distribute, experiment, tasks = _import_quietly()
-from keras_lstm._checks import ArgumentError  # noqa: E402  (loaded above)
-from keras_lstm.callbacks import HPARAMS_METRICS  # noqa: E402
+from keras_lstm import ArgumentError  # noqa: E402  (loaded above)
+from keras_lstm.experiments.reporting import HPARAMS_METRICS  # noqa: E402
 
 # summary.csv keeps one set of columns, so sweeps of any task append to it: the
 # results every run reports to TensorBoard's HParams dashboard, and its best epoch.

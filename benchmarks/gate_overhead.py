@@ -22,9 +22,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import keras  # noqa: E402
 
 from keras_lstm import GateTensorBoard  # noqa: E402
-from keras_lstm.config import TrainConfig  # noqa: E402
-from keras_lstm.experiment import build_model  # noqa: E402
-from keras_lstm.tasks import make_task  # noqa: E402
+from keras_lstm.experiments.config import TrainConfig  # noqa: E402
+from keras_lstm.experiments.run import build_model  # noqa: E402
+from keras_lstm.experiments.tasks import make_task  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -1,12 +1,14 @@
 """keras_lstm: an LSTM for Keras 3 that shows its work."""
 
-from keras_lstm.callbacks import GateTensorBoard
+from keras_lstm._checks import ArgumentError
 from keras_lstm.cell import GATES, VARIANTS, LSTMCell
 from keras_lstm.gates import gate_activations
 from keras_lstm.layer import LSTM
 from keras_lstm.metrics import bits_per_char
+from keras_lstm.tensorboard import GateTensorBoard
 
 __all__ = [
+    "ArgumentError",
     "GATES",
     "LSTM",
     "GateTensorBoard",

@@ -10,7 +10,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
 
 import keras_lstm
-from keras_lstm.callbacks import GateTensorBoard
+from keras_lstm.tensorboard import GateTensorBoard
 
 TIME, FEATURES = 6, 3
 SIGMOID_GATES = ("input_gate", "forget_gate", "output_gate")

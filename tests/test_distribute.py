@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from keras_lstm.distribute import describe_lost_worker
+from keras_lstm.experiments.distribute import describe_lost_worker
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))

@@ -5,8 +5,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from keras_lstm._checks import ArgumentError
-from keras_lstm.tasks import LENGTH_TASKS, NPZ_MIN_SAMPLES, TASKS, make_task
+from keras_lstm import ArgumentError
+from keras_lstm.experiments.tasks import LENGTH_TASKS, NPZ_MIN_SAMPLES, TASKS, make_task
 
 SIZES = {"seq_len": 12, "seed": 0, "num_train": 40, "num_val": 20}
 # npz sequences keep the length they have in the file.

@@ -22,8 +22,8 @@ from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.util import tensor_util
 
 import keras_lstm
-from keras_lstm import experiment
-from keras_lstm.config import TrainConfig
+from keras_lstm.experiments import run as experiment
+from keras_lstm.experiments.config import TrainConfig
 from keras_lstm.gates import lstm_layers
 
 REPO = Path(__file__).resolve().parents[1]

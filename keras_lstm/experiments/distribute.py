@@ -13,7 +13,7 @@ import re
 
 import tensorflow as tf
 
-from keras_lstm._checks import ArgumentError
+from keras_lstm import ArgumentError
 
 # A collective that waits longer than this for a lost worker fails, so the
 # other workers stop with an error instead of waiting forever.

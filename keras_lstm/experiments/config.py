@@ -6,12 +6,12 @@ import argparse
 import dataclasses
 import os
 
-from keras_lstm._checks import ArgumentError
-from keras_lstm.cell import VARIANTS
-from keras_lstm.tasks import LENGTH_TASKS, TASKS
+from keras_lstm import VARIANTS, ArgumentError
+from keras_lstm.experiments.tasks import LENGTH_TASKS, TASKS
 
 SEQ_LEN = 50  # the default --seq-len of the tasks that take one
-STRATEGIES = ("none", "mirrored", "multi_worker")  # see keras_lstm.distribute
+# See keras_lstm.experiments.distribute.
+STRATEGIES = ("none", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 
 

@@ -19,17 +19,14 @@ try:
 except ImportError:  # Windows: runs are not locked against a second train.py.
     fcntl = None
 
-from keras_lstm._checks import ArgumentError
-from keras_lstm.callbacks import (
-    GateTensorBoard,
+from keras_lstm import LSTM, ArgumentError, GateTensorBoard, bits_per_char
+from keras_lstm.experiments.config import TrainConfig
+from keras_lstm.experiments.reporting import (
     TextSamples,
     write_final_metrics,
     write_hparams,
 )
-from keras_lstm.config import TrainConfig
-from keras_lstm.layer import LSTM
-from keras_lstm.metrics import bits_per_char
-from keras_lstm.tasks import Task
+from keras_lstm.experiments.tasks import Task
 
 CHECKPOINT = "checkpoint"  # last finished epoch: model, optimizer and state.json
 BEST_MODEL = "best.keras"

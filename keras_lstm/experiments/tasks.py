@@ -30,7 +30,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from keras_lstm._checks import ArgumentError
+from keras_lstm import ArgumentError
 
 TASKS = ("adding", "copy", "order", "text", "npz")
 # The tasks whose sequence length `seq_len` chooses; npz keeps the file's.

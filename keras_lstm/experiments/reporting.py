@@ -1,0 +1,155 @@
+"""What train.py reports beyond the gates: text samples, HParams, final metrics."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+import numpy as np
+
+
+class TextSamples(keras.callbacks.Callback):
+    """Writes text sampled from a character model to TensorBoard's text dashboard.
+
+    Each prompt (a one-hot window of the validation text) is continued
+    `length` characters, one at a time, drawing from the model's softmax at the
+    last step with `temperature`.
+
+    Args:
+        log_dir: Directory of the TensorBoard run to write.
+        prompts: One-hot windows `(n, time, vocab)`.
+        decode: Maps an array of character ids to a string.
+        length: Characters to sample after each prompt.
+        freq: Write every `freq` epochs.
+        temperature: Softmax temperature; lower is more conservative.
+        seed: Seed of the sampling.
+    """
+
+    def __init__(
+        self,
+        log_dir,
+        prompts,
+        decode,
+        length=160,
+        freq=1,
+        temperature=0.7,
+        seed=0,
+    ):
+        super().__init__()
+        self.log_dir = os.fspath(log_dir)
+        self.prompts = np.asarray(prompts, dtype="float32")
+        self.decode = decode
+        self.length = length
+        self.freq = freq
+        self.temperature = temperature
+        self.seed = seed
+        self._writer = None
+
+    def sample(self) -> list[tuple[str, str]]:
+        """`(prompt, continuation)` for each prompt."""
+        rng = np.random.default_rng(self.seed)
+        window = self.prompts.copy()
+        vocab = window.shape[-1]
+        drawn = []
+        for _ in range(self.length):
+            logits = np.asarray(self.model.predict_on_batch(window))[:, -1]
+            logits = logits.astype("float64") / self.temperature
+            probs = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            probs /= probs.sum(axis=-1, keepdims=True)
+            ids = np.array([rng.choice(vocab, p=p) for p in probs])
+            drawn.append(ids)
+            window = np.concatenate(
+                [window[:, 1:], np.eye(vocab)[ids][:, None]], axis=1
+            )
+        drawn = np.stack(drawn, axis=1)
+        prompts = np.argmax(self.prompts, axis=-1)
+        return [
+            (self.decode(p), self.decode(d))
+            for p, d in zip(prompts, drawn, strict=True)
+        ]
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.freq or not _finite(logs):
+            return
+        import tensorflow as tf
+
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        lines = [
+            f"**…{_markdown(prompt[-60:])}** {_markdown(text)}"
+            for prompt, text in self.sample()
+        ]
+        with self._writer.as_default(step=epoch + 1):
+            tf.summary.text(
+                "samples/text",
+                "\n\n".join(lines),
+                description="Text sampled from the model (bold: the prompt's end)",
+            )
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def _finite(logs) -> bool:
+    return all(np.isfinite(float(v)) for v in (logs or {}).values())
+
+
+def _markdown(text: str) -> str:
+    for char in "\\`*_[]#<>":
+        text = text.replace(char, "\\" + char)
+    return text.replace("\n", " ⏎ ")
+
+
+HPARAMS_METRICS = (
+    "val_loss",
+    "baseline_val_loss",
+    "val_accuracy",
+    "baseline_accuracy",
+    "val_bits_per_char",
+    "baseline_bits_per_char",
+    "epochs_run",
+    "wall_seconds",
+)
+
+
+def write_hparams(run_dir: str, hparams: dict, trial_id: str) -> None:
+    """Records a run's hyperparameters for TensorBoard's HParams dashboard."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    # The same experiment in every run (TensorBoard reads one, whichever it finds
+    # first): the run settings, and as metrics the final results beside their
+    # baselines rather than every scalar of the run.
+    metrics = [
+        hp.Metric(f"final/{name}", display_name=name) for name in HPARAMS_METRICS
+    ]
+    metrics += [
+        hp.Metric("epoch_loss", group="validation", display_name="val_loss per epoch"),
+        hp.Metric("epoch_loss", group="train", display_name="loss per epoch"),
+    ]
+    writer = tf.summary.create_file_writer(run_dir)
+    with writer.as_default():
+        hp.hparams_config(
+            hparams=[hp.HParam(name) for name in hparams], metrics=metrics
+        )
+        hp.hparams(hparams, trial_id=trial_id)
+    writer.close()
+
+
+def write_final_metrics(run_dir: str, metrics: dict, step: int) -> None:
+    """Writes a run's final metrics and baselines as scalars beside its hparams."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(run_dir)
+    with writer.as_default(step=step):
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                tf.summary.scalar(
+                    f"final/{name}",
+                    float(value),
+                    description=f"{name} at the end of the run (best epoch)",
+                )
+    writer.close()
