@@ -516,6 +516,18 @@ def _compiled(loops, x, h0, c0, mask, kernel, recurrent_kernel, weights, batch):
     )
 
 
+def _uncompiled(cell, x, h0, c0, mask, kernel, recurrent_kernel, weights):
+    """hs (time, batch, u), h_T, c_T from the plain loop, with nothing to compile."""
+    ux = tf.tensordot(x, kernel, axes=1)
+    hs, _, c_last = _reference_loop(cell, ux, mask, h0, c0, recurrent_kernel, weights)
+    return hs, hs[-1], c_last
+
+
+# In eager calls the plain loop runs as a graph: a step costs microseconds there,
+# tens of them as Python.
+_uncompiled_graph = tf.function(_uncompiled, autograph=False, reduce_retracing=True)
+
+
 def lstm_sequence(
     cell,
     inputs: tf.Tensor,
@@ -528,6 +540,7 @@ def lstm_sequence(
     go_backwards: bool = False,
     zero_output_for_mask: bool = False,
     return_sequences: bool = True,
+    training: bool = False,
 ) -> tuple[tf.Tensor, tf.Tensor, list[tf.Tensor]]:
     """Runs `cell`'s equations over a sequence, like `keras.backend.rnn`.
 
@@ -545,6 +558,10 @@ def lstm_sequence(
             previous output.
         return_sequences: if False, `outputs` is `last_output` as (batch, 1, units),
             which is what `keras.backend.rnn(..., return_all_outputs=False)` returns.
+        training: whether the call trains. Outside training, a batch of one
+            sequence (serving, one request at a time) runs the uncompiled loop: a
+            compilation (about half a second) would cost more than hundreds of such
+            calls save, and the plain loop is as fast as Keras's.
 
     Returns:
         `(last_output, outputs, [h_T, c_T])`: the output of the last processed step
@@ -553,10 +570,22 @@ def lstm_sequence(
     x, h0, c0, kernel, recurrent_kernel, weights, mask = _prepare(
         inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
     )
-    hs, h_last, c_last = _compiled(
-        _loops_for(cell), x, h0, c0, mask, kernel, recurrent_kernel, weights,
-        _batch_size(inputs),
-    )  # fmt: skip
+    batch = _batch_size(inputs)
+    args = (x, h0, c0, mask, kernel, recurrent_kernel, weights)
+
+    def compiled():
+        return _compiled(_loops_for(cell), *args, batch)
+
+    def uncompiled():
+        run = _uncompiled_graph if tf.executing_eagerly() else _uncompiled
+        return run(cell, *args)
+
+    if training or (isinstance(batch, int) and batch > 1):
+        hs, h_last, c_last = compiled()
+    elif isinstance(batch, int):
+        hs, h_last, c_last = uncompiled()
+    else:
+        hs, h_last, c_last = tf.cond(tf.equal(batch, 1), uncompiled, compiled)
     units = recurrent_kernel.shape[0]
     if mask is not None:
         mask = tf.cast(mask, h_last.dtype)

@@ -181,6 +181,7 @@ class LSTM(keras.layers.RNN):
             go_backwards=self.go_backwards,
             zero_output_for_mask=self.zero_output_for_mask,
             return_sequences=self.return_sequences,
+            training=bool(training),
         )
 
     def recording_gates(self):
@@ -190,6 +191,75 @@ class LSTM(keras.layers.RNN):
         (see there); `keras_lstm.gate_activations` is built on it.
         """
         return recording_gates(self)
+
+    # The cell's settings, read-only, as keras.layers.LSTM shows them.
+    @property
+    def units(self):
+        return self.cell.units
+
+    @property
+    def variant(self):
+        return self.cell.variant
+
+    @property
+    def activation(self):
+        return self.cell.activation
+
+    @property
+    def recurrent_activation(self):
+        return self.cell.recurrent_activation
+
+    @property
+    def use_bias(self):
+        return self.cell.use_bias
+
+    @property
+    def unit_forget_bias(self):
+        return self.cell.unit_forget_bias
+
+    @property
+    def kernel_initializer(self):
+        return self.cell.kernel_initializer
+
+    @property
+    def recurrent_initializer(self):
+        return self.cell.recurrent_initializer
+
+    @property
+    def bias_initializer(self):
+        return self.cell.bias_initializer
+
+    @property
+    def kernel_regularizer(self):
+        return self.cell.kernel_regularizer
+
+    @property
+    def recurrent_regularizer(self):
+        return self.cell.recurrent_regularizer
+
+    @property
+    def bias_regularizer(self):
+        return self.cell.bias_regularizer
+
+    @property
+    def kernel_constraint(self):
+        return self.cell.kernel_constraint
+
+    @property
+    def recurrent_constraint(self):
+        return self.cell.recurrent_constraint
+
+    @property
+    def bias_constraint(self):
+        return self.cell.bias_constraint
+
+    @property
+    def dropout(self):
+        return self.cell.dropout
+
+    @property
+    def recurrent_dropout(self):
+        return self.cell.recurrent_dropout
 
     def get_config(self):
         config = self.cell.get_config()
@@ -448,35 +518,3 @@ def _scanned_gates(cell, x, h0, c0, mask, training):
     start = ops.concatenate([ops.zeros_like(h0)] * 4 + [c0, h0], axis=-1)
     _, packed = ops.scan(step, start, xs)
     return packed
-
-
-# Like keras.layers.LSTM, the layer shows its cell's settings as read-only
-# attributes (layer.units, layer.kernel_initializer, ...).
-for _name in (
-    "units",
-    "variant",
-    "activation",
-    "recurrent_activation",
-    "use_bias",
-    "unit_forget_bias",
-    "kernel_initializer",
-    "recurrent_initializer",
-    "bias_initializer",
-    "kernel_regularizer",
-    "recurrent_regularizer",
-    "bias_regularizer",
-    "kernel_constraint",
-    "recurrent_constraint",
-    "bias_constraint",
-    "dropout",
-    "recurrent_dropout",
-):
-    setattr(
-        LSTM,
-        _name,
-        property(
-            lambda self, name=_name: getattr(self.cell, name),
-            doc=f"The cell's `{_name}`.",
-        ),
-    )
-del _name

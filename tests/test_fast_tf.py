@@ -1,5 +1,9 @@
 """The compiled TensorFlow loop against keras.layers.LSTM and against the cell loop."""
 
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -55,6 +59,7 @@ def _loss(outputs, last_output, h, c, cotangents, return_sequences):
 
 
 def _reference(weights, x, h0, c0, mask, cotangents, **options):
+    options.pop("training", None)
     layer = keras.layers.LSTM(
         UNITS,
         return_state=True,
@@ -158,7 +163,8 @@ def test_matches_keras_lstm_across_chunks_and_chains(time, batch):
     options = dict(return_sequences=True)
     _compare(
         _reference(weights, x, h0, c0, mask, cotangents, **options),
-        _fast(weights, x, h0, c0, mask, cotangents, **options),
+        # training: a single sequence outside training runs uncompiled.
+        _fast(weights, x, h0, c0, mask, cotangents, training=True, **options),
         tol=1e-4,
     )
 
@@ -376,3 +382,71 @@ def test_many_lengths_and_batch_sizes_compile_few_chunks():
     for batch in (17, 18, 20, 23, 24):  # 9 to 12 rows per chain: one bucket
         layer(rng.normal(size=(batch, 7, 2)).astype("float32"))
     assert loops.forward_chunk.experimental_get_tracing_count() - before <= 2
+
+
+def _text_model(layer):
+    inputs = keras.Input((None,), dtype="int32")
+    x = keras.layers.Embedding(20, 4, mask_zero=True)(inputs)
+    return keras.Model(inputs, layer(x))
+
+
+def test_one_sequence_at_inference_matches_keras(tmp_path):
+    # Serving: one sequence per call, at lengths never seen, eagerly, through
+    # predict and from an exported SavedModel; that path runs uncompiled.
+    ours = _text_model(keras_lstm.LSTM(UNITS, return_sequences=True))
+    theirs = _text_model(keras.layers.LSTM(UNITS, return_sequences=True))
+    rng = np.random.default_rng(21)
+    weights = [rng.normal(size=w.shape).astype("float32") for w in ours.get_weights()]
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    ours.export(str(tmp_path / "ours"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "ours"))
+    for time in (1, 6, 40):
+        tokens = rng.integers(0, 20, size=(1, time)).astype("int32")
+        tokens[0, -1] = 0  # a masked last step
+        expected = theirs(tokens)
+        for actual in (
+            ours(tokens),
+            ours.predict_on_batch(tokens),
+            served.serve(tokens),
+        ):
+            np.testing.assert_allclose(actual, expected, atol=TOL, rtol=TOL)
+    # Several sequences run compiled, also in the exported graph.
+    tokens = rng.integers(1, 20, size=(3, 9)).astype("int32")
+    for actual in (ours(tokens), served.serve(tokens)):
+        np.testing.assert_allclose(actual, theirs(tokens), atol=TOL, rtol=TOL)
+
+
+_SERVING = """
+import os, sys, numpy as np, keras, tensorflow as tf, keras_lstm
+
+def compilations():
+    return sum(name.endswith(".before_optimizations.txt") for name in os.listdir(DUMP))
+
+DUMP = sys.argv[1]
+inputs = keras.Input((None,), dtype="int32")
+x = keras.layers.Embedding(20, 4, mask_zero=True)(inputs)
+model = keras.Model(inputs, keras_lstm.LSTM(3)(x))
+model.export(sys.argv[2], verbose=False)
+served = tf.saved_model.load(sys.argv[2])
+for time in (1, 6, 40):
+    tokens = np.ones((1, time), "int32")
+    model(tokens), model.predict_on_batch(tokens), served.serve(tokens)
+print(compilations())
+served.serve(np.ones((3, 9), "int32"))
+print(compilations())
+"""
+
+
+def test_one_sequence_at_inference_compiles_nothing(tmp_path):
+    # XLA writes every module it compiles to --xla_dump_to: count them.
+    env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={tmp_path / 'xla'}")
+    (tmp_path / "xla").mkdir()
+    result = subprocess.run(
+        [sys.executable, "-c", _SERVING, str(tmp_path / "xla"), str(tmp_path / "m")],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    batch_of_one, batch_of_three = map(int, result.stdout.split()[-2:])
+    assert batch_of_one == 0
+    assert batch_of_three > 0
