@@ -501,54 +501,19 @@ def _batch_size(inputs):
     return static if static is not None else tf.shape(inputs)[0]
 
 
-def _compiled(
-    loops, x, h0, c0, mask, kernel, recurrent_kernel, weights, batch, training=False
-):
+def _compiled(loops, x, h0, c0, mask, kernel, recurrent_kernel, weights, batch):
     """hs (time, batch, u), h_T, c_T from the compiled chunks, chains in parallel."""
     steps = tf.shape(x)[0]
-    split = list(_chains(batch, x, h0, c0, mask))
     chains = [
         _chain(loops, x, h, c, m, steps, kernel, recurrent_kernel, weights)
-        for x, h, c, m in split
+        for x, h, c, m in _chains(batch, x, h0, c0, mask)
     ]
     hs, h_last, c_last = zip(*chains, strict=True)
-    hs = tf.concat(hs, axis=1)[:, :batch]
-    if training and not tf.executing_eagerly():
-        ready = _compile_backward(loops, *split[0], kernel, recurrent_kernel, weights)
-        with tf.control_dependencies(ready):
-            hs = tf.identity(hs)
     return (
-        hs,
+        tf.concat(hs, axis=1)[:, :batch],
         tf.concat(h_last, axis=0)[:batch],
         tf.concat(c_last, axis=0)[:batch],
     )
-
-
-def _compile_backward(loops, x, h0, c0, mask, kernel, recurrent_kernel, weights):
-    """Runs the backward chunk for zero steps, beside the forward loop.
-
-    The first run at a new shape compiles it (about twice as long as the forward
-    chunk), which otherwise starts only once the forward loop is done; a run of zero
-    steps compiles the same computation and, compiled, costs one launch. The
-    arguments' batch axis is left unknown, so that this trace is the one the
-    gradient's calls reuse. Returns its outputs, to wait on.
-    """
-
-    def any_rows(a, axis):
-        shape = a.shape.as_list()
-        shape[axis] = None
-        return tf.compat.v1.placeholder_with_default(tf.stop_gradient(a), shape)
-
-    x_j = any_rows(x[0], 1)  # (CHUNK, b, input_dim)
-    h_in, c_in = any_rows(h0, 0), any_rows(c0, 0)
-    states = any_rows(tf.zeros_like(x_j[..., :1]) * h_in[None], 1)  # (CHUNK, b, u)
-    m = None if mask is None else any_rows(mask[0], 1)
-    outputs = loops.backward_chunk(
-        x_j, states, states, h_in, c_in, m, tf.constant(0), states, h_in, c_in,
-        *(tf.stop_gradient(w) for w in (kernel, recurrent_kernel)),
-        {name: tf.stop_gradient(w) for name, w in weights.items()},
-    )  # fmt: skip
-    return tf.nest.flatten(outputs)
 
 
 def _uncompiled(cell, x, h0, c0, mask, kernel, recurrent_kernel, weights):
@@ -609,7 +574,7 @@ def lstm_sequence(
     args = (x, h0, c0, mask, kernel, recurrent_kernel, weights)
 
     def compiled():
-        return _compiled(_loops_for(cell), *args, batch, training)
+        return _compiled(_loops_for(cell), *args, batch)
 
     def uncompiled():
         run = _uncompiled_graph if tf.executing_eagerly() else _uncompiled
