@@ -5,7 +5,7 @@ from keras_lstm.cell import GATES, VARIANTS, LSTMCell
 from keras_lstm.gates import gate_activations
 from keras_lstm.layer import LSTM
 from keras_lstm.metrics import bits_per_char
-from keras_lstm.tensorboard import GateTensorBoard
+from keras_lstm.tensorboard import GateTensorBoard, write_gate_dashboard
 
 __all__ = [
     "ArgumentError",
@@ -16,5 +16,6 @@ __all__ = [
     "VARIANTS",
     "bits_per_char",
     "gate_activations",
+    "write_gate_dashboard",
 ]
 __version__ = "0.1.0"

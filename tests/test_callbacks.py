@@ -21,7 +21,9 @@ PROBE_LENGTHS = (6, 4, 2)
 def expected_tags(layers):
     """The tags each layer must get, by the TensorBoard plugin that shows them."""
     histograms, scalars, images = set(), set(), set()
+    dashboard = {"labels"}  # the LSTM gates dashboard's data
     for layer in layers:
+        dashboard |= {f"{layer}/gates", f"{layer}/mask"}
         for gate in keras_lstm.GATES:
             histograms.add(f"{layer}/{gate}/activations")
             scalars.add(f"{layer}/{gate}/mean")
@@ -30,7 +32,12 @@ def expected_tags(layers):
             scalars.add(f"{layer}/{gate}/left_saturated")
             scalars.add(f"{layer}/{gate}/right_saturated")
             images.add(f"{layer}/{gate}/saturation")
-    return {"histograms": histograms, "scalars": scalars, "images": images}
+    return {
+        "histograms": histograms,
+        "scalars": scalars,
+        "images": images,
+        "lstm_gates": dashboard,
+    }
 
 
 def load(log_dir):
@@ -160,7 +167,7 @@ def test_steps_for_freq_and_epochs(tmp_path, epochs, freq, steps):
     accumulator = load(tmp_path)
     found = tags_by_plugin(accumulator)
     assert "images" not in found
-    assert set(found) == {"histograms", "scalars"}
+    assert set(found) == {"histograms", "scalars", "lstm_gates"}
     for tag in found["scalars"] | found["histograms"]:
         assert [e.step for e in accumulator.Tensors(tag)] == steps, tag
 
@@ -254,7 +261,7 @@ def test_tag_filter_forget_gate_shows_every_forget_gate(stacked_run):
         tag
         for kind in expected_tags(["lower", "bi/forward", "bi/backward"]).values()
         for tag in kind
-        if tag.split("/")[-2] == "forget_gate"
+        if tag.split("/")[-2:-1] == ["forget_gate"]
     }
     assert set(matched) == wanted
     layers = {tag.rsplit("/forget_gate/", 1)[0] for tag in matched}

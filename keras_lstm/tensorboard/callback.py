@@ -15,6 +15,8 @@ from keras_lstm.gates import (
     saturation,
     unmasked_values,
 )
+from keras_lstm.tensorboard import summary
+from keras_lstm.tensorboard.summary import check_labels, dashboard_labels, samples
 
 DESCRIPTIONS = {
     "input_gate": "i_t: how much of the candidate enters the cell (0 closed, 1 open)",
@@ -42,6 +44,10 @@ class GateTensorBoard(keras.callbacks.Callback):
     - `saturation`: image (gates only), each unit's fraction of time left-
       against right-saturated (Karpathy, Johnson and Fei-Fei 2015).
 
+    and, for the "LSTM gates" dashboard (`dashboard=True`), the data
+    `keras_lstm.write_gate_dashboard` writes: every gate at every step of every
+    probe sequence (float16), the mask, and the `labels`.
+
     TensorBoard's tag filter `forget_gate` then shows every forget gate. The
     step of a summary is the epoch as `keras.callbacks.TensorBoard` numbers it
     (from 0), so the gates sit beside the loss of the same epoch. A model
@@ -53,9 +59,17 @@ class GateTensorBoard(keras.callbacks.Callback):
         inputs: The probe batch, as the model is called, e.g. `x_val[:32]`.
         mask: Optional boolean `(batch, time)` mask for the probe batch.
         freq: Write after every `freq`-th epoch (and after the last). Positive.
-        step_labels: Optional labels of the first probe sequence's time steps
-            (e.g. its characters), marked along the heatmaps' time axis.
+        step_labels: Labels of the first probe sequence only, for the heatmap
+            images (the dashboard then shows the inputs' values). Kept for
+            code written before `labels`; pass one of the two.
         images: Whether to draw the images.
+        labels: What each probe input step was: a `(batch, time)` array or
+            nested list of strings, one per step of every probe sequence (e.g.
+            the characters of a text). The dashboard shows them along its time
+            axis, the heatmap images those of the first sequence. None: the
+            dashboard shows the inputs' values (see
+            `keras_lstm.write_gate_dashboard`).
+        dashboard: Whether to write the data of the "LSTM gates" dashboard.
     """
 
     def __init__(
@@ -66,6 +80,8 @@ class GateTensorBoard(keras.callbacks.Callback):
         freq: int = 1,
         step_labels: Sequence[str] | None = None,
         images: bool = True,
+        labels: Sequence[Sequence[str]] | np.ndarray | None = None,
+        dashboard: bool = True,
     ):
         super().__init__()
         if not isinstance(freq, int) or isinstance(freq, bool) or freq <= 0:
@@ -73,12 +89,25 @@ class GateTensorBoard(keras.callbacks.Callback):
                 "Received an invalid value for argument `freq`: expected a positive "
                 f"integer, got {freq!r}"
             )
+        if labels is not None and step_labels is not None:
+            raise ValueError(
+                "Received an invalid value for argument `step_labels`: expected "
+                "None when `labels` is given (labels[0] labels the heatmap "
+                f"images), got {step_labels!r}"
+            )
         self.log_dir = os.fspath(log_dir)
         self.inputs = inputs
         self.mask = mask
         self.freq = freq
+        # Checked here against the probe's size; against the gates' time when
+        # they are first computed.
+        self.labels = None if labels is None else check_labels(labels, samples(inputs))
+        if step_labels is None and self.labels is not None:
+            step_labels = self.labels[0]
         self.step_labels = None if step_labels is None else list(step_labels)
         self.images = images
+        self.dashboard = dashboard
+        self._dashboard_labels = None
         self._writer = None
         self._reader = None
         self._epoch = None
@@ -116,11 +145,15 @@ class GateTensorBoard(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         # The reader keeps the probe's compiled forward pass from write to write.
         gates = self._reader(self.inputs, mask=self.mask)
+        if self.dashboard and self._dashboard_labels is None:
+            self._dashboard_labels = dashboard_labels(gates, self.labels, self.inputs)
         with self._writer.as_default(step=step):
             for layer, values in gates.items():
                 write_gate_statistics(layer, values)
                 if self.images:
                     write_gate_images(layer, values, self.step_labels)
+            if self.dashboard:
+                summary.write_all(gates, self._dashboard_labels)
         self._writer.flush()
         self._last_written = step
 

@@ -1,0 +1,532 @@
+"""The "LSTM gates" TensorBoard dashboard: the plugin that serves its data.
+
+TensorBoard finds it through the `tensorboard_plugins` entry point of the
+installed keras_lstm (`pip install -e .`). Its page (`static/index.js`) asks,
+under `/data/plugin/lstm_gates/`, for JSON:
+
+    runs                                      runs, their layers, steps, shapes
+    heatmap?run&layer&step&sequence&gate      units x time of one probe sequence
+    unit?run&layer&step&sequence&unit         one unit's six gates over time
+    units?run&layer&step&gate                 per unit: mean, saturation, variation
+    saturation?run&layer&step                 per unit: left/right, sigmoid gates
+    history?run&layer&sequence&unit&gate      one unit across the logged steps
+
+A bad or missing parameter answers 400 with one line of text. Data comes from
+TensorBoard's data provider, which keeps a sample of each series' steps (by
+default 10 here; `--samples_per_plugin lstm_gates=0` keeps every one).
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import mimetypes
+import os
+import posixpath
+import threading
+
+import numpy as np
+from tensorboard import plugin_util
+from tensorboard.backend import http_util
+from tensorboard.data import provider
+from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
+
+from keras_lstm.cell import GATES
+from keras_lstm.tensorboard.summary import (
+    GATES_TAG,
+    LABELS_TAG,
+    MASK_TAG,
+    PLUGIN_NAME,
+    decode_array,
+)
+
+# Karpathy, Johnson and Fei-Fei 2015 (as keras_lstm.gates, which would import
+# Keras into the TensorBoard server for two numbers).
+LEFT_SATURATED = 0.1
+RIGHT_SATURATED = 0.9
+SIGMOID_GATES = ("input_gate", "forget_gate", "output_gate")
+
+STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
+_ROUTE_PREFIX = f"/data/plugin/{PLUGIN_NAME}/"
+_CONTENT_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+}
+# The data provider returns at most this many steps per series; its own
+# sampling (--samples_per_plugin) decides how many it kept.
+_ALL_STEPS = 1_000_000
+# Decoded steps kept between requests (one step of one layer each): the page
+# asks for several views of the same step in a row.
+_CACHE_BYTES = 256 * 2**20
+
+
+class BadRequest(ValueError):
+    """A request the plugin cannot answer: 400, with this one-line message."""
+
+
+def _route(handler):
+    """A WSGI app from `handler(self, request) -> JSON-able`; 400 on BadRequest."""
+
+    @wrappers.Request.application
+    def app(self, request):
+        try:
+            body = handler(self, request)
+        except BadRequest as error:
+            return http_util.Respond(request, str(error), "text/plain", code=400)
+        return http_util.Respond(request, body, "application/json")
+
+    app.__name__ = handler.__name__
+    app.__doc__ = handler.__doc__
+    return app
+
+
+class GatesPlugin(base_plugin.TBPlugin):
+    """Serves every gate of every keras_lstm layer, as written by
+    `GateTensorBoard` and `keras_lstm.write_gate_dashboard`."""
+
+    plugin_name = PLUGIN_NAME
+
+    def __init__(self, context: base_plugin.TBContext):
+        self._provider = context.data_provider
+        self._cache = _ArrayCache(_CACHE_BYTES)
+
+    def get_plugin_apps(self):
+        # Exact routes win over the static catch-all (TensorBoard tries them
+        # first).
+        return {
+            "/runs": self._serve_runs,
+            "/heatmap": self._serve_heatmap,
+            "/unit": self._serve_unit,
+            "/units": self._serve_units,
+            "/saturation": self._serve_saturation,
+            "/history": self._serve_history,
+            "/*": self._serve_static,
+        }
+
+    def is_active(self) -> bool:
+        from tensorboard import context
+
+        if self._provider is None:
+            return False
+        series = self._provider.list_blob_sequences(
+            context.RequestContext(), experiment_id="", plugin_name=PLUGIN_NAME
+        )
+        return any(series.values())
+
+    def frontend_metadata(self):
+        return base_plugin.FrontendMetadata(
+            es_module_path="/index.js", tab_name="LSTM gates"
+        )
+
+    # Routes.
+
+    @_route
+    def _serve_runs(self, request):
+        """`{"runs": {run: {"layers": {layer: {steps, units, sequences, time}}}}}`."""
+        ctx, eid = _request_context(request)
+        series = self._provider.list_blob_sequences(
+            ctx, experiment_id=eid, plugin_name=PLUGIN_NAME
+        )
+        gates_tags = {
+            run: [tag for tag in tags if _layer_of(tag) is not None]
+            for run, tags in series.items()
+        }
+        gates_tags = {run: tags for run, tags in gates_tags.items() if tags}
+        if not gates_tags:
+            return {"runs": {}}
+        steps = self._provider.read_blob_sequences(
+            ctx,
+            experiment_id=eid,
+            plugin_name=PLUGIN_NAME,
+            downsample=_ALL_STEPS,
+            run_tag_filter=provider.RunTagFilter(
+                runs=list(gates_tags),
+                tags=sorted({t for tags in gates_tags.values() for t in tags}),
+            ),
+        )
+        masks = self._provider.read_tensors(
+            ctx,
+            experiment_id=eid,
+            plugin_name=PLUGIN_NAME,
+            downsample=_ALL_STEPS,
+            run_tag_filter=provider.RunTagFilter(
+                runs=list(gates_tags),
+                tags=sorted(
+                    {
+                        f"{_layer_of(t)}/{MASK_TAG}"
+                        for tags in gates_tags.values()
+                        for t in tags
+                    }
+                ),
+            ),
+        )
+        runs = {}
+        for run in sorted(gates_tags):
+            layers = {}
+            for tag in sorted(gates_tags[run]):
+                layer = _layer_of(tag)
+                data = steps.get(run, {}).get(tag, [])
+                mask = masks.get(run, {}).get(f"{layer}/{MASK_TAG}", [])
+                if not data or not mask:
+                    continue
+                content = json.loads(series[run][tag].plugin_content or b"{}")
+                sequences, time = mask[-1].numpy.shape
+                layers[layer] = {
+                    "steps": sorted({d.step for d in data}),
+                    "units": int(content.get("units", 0)),
+                    "sequences": int(sequences),
+                    "time": int(time),
+                }
+            if layers:
+                runs[run] = {"layers": layers}
+        return {"runs": runs}
+
+    @_route
+    def _serve_heatmap(self, request):
+        """One gate of one probe sequence: `values`, units x time."""
+        step = self._step(request)
+        sequence = _int_arg(request, "sequence", step.sequences)
+        gate = _choice_arg(request, "gate", GATES)
+        gates = self._gates(request, step)
+        values = gates[GATES.index(gate), sequence].T  # (units, time)
+        return {
+            "gate": gate,
+            "units": int(values.shape[0]),
+            "time": int(values.shape[1]),
+            "labels": self._labels(request, step)[sequence].tolist(),
+            "mask": step.mask[sequence].tolist(),
+            "values": _floats(values),
+        }
+
+    @_route
+    def _serve_unit(self, request):
+        """One unit of one probe sequence: its six gates over time."""
+        step = self._step(request)
+        sequence = _int_arg(request, "sequence", step.sequences)
+        gates = self._gates(request, step)
+        unit = _int_arg(request, "unit", gates.shape[-1])
+        traces = gates[:, sequence, :, unit]  # (6, time)
+        return {
+            "unit": unit,
+            "labels": self._labels(request, step)[sequence].tolist(),
+            "mask": step.mask[sequence].tolist(),
+            "traces": dict(zip(GATES, _floats(traces), strict=True)),
+        }
+
+    @_route
+    def _serve_units(self, request):
+        """Per unit, over every probe sequence's unmasked steps: mean, left and
+        right saturation, and variation (mean over sequences of the standard
+        deviation over time)."""
+        step = self._step(request)
+        gate = _choice_arg(request, "gate", GATES)
+        values = self._gates(request, step)[GATES.index(gate)]
+        stats = unit_statistics(values, step.mask)
+        return {
+            "gate": gate,
+            "units": [
+                {"unit": k, **{name: float(v[k]) for name, v in stats.items()}}
+                for k in range(values.shape[-1])
+            ],
+        }
+
+    @_route
+    def _serve_saturation(self, request):
+        """Per sigmoid gate, per unit: `[left, right]` saturated fractions."""
+        step = self._step(request)
+        gates = self._gates(request, step)
+        answer = {}
+        for gate in SIGMOID_GATES:
+            stats = unit_statistics(gates[GATES.index(gate)], step.mask)
+            pairs = np.stack([stats["left_saturated"], stats["right_saturated"]], 1)
+            answer[gate] = pairs.tolist()
+        return answer
+
+    @_route
+    def _serve_history(self, request):
+        """One unit of one gate at every logged step: the chosen sequence's
+        values, and the unit's mean and saturation over all sequences."""
+        run, layer = self._run_layer(request)
+        ctx, eid = _request_context(request)
+        blobs = self._blobs(ctx, eid, run, layer)
+        masks = self._series(ctx, eid, run, f"{layer}/{MASK_TAG}")
+        gate = _choice_arg(request, "gate", GATES)
+        answer = {
+            "steps": [],
+            "values": [],
+            "mean": [],
+            "left_saturated": [],
+            "right_saturated": [],
+        }
+        # Checked against the latest step; an earlier step written with fewer
+        # sequences or units is left out.
+        latest = max(blobs)
+        last = _Step(run, layer, latest, *blobs[latest], _at_step(masks, latest))
+        sequence = _int_arg(request, "sequence", last.sequences)
+        unit = _int_arg(request, "unit", self._gates(request, last).shape[-1])
+        for number in sorted(blobs):
+            step = _Step(run, layer, number, *blobs[number], _at_step(masks, number))
+            values = self._gates(request, step)[GATES.index(gate)]
+            if sequence >= step.sequences or unit >= values.shape[-1]:
+                continue
+            stats = unit_statistics(values[..., unit : unit + 1], step.mask)
+            answer["steps"].append(number)
+            answer["values"].append(_floats(values[sequence, :, unit]))
+            for name in ("mean", "left_saturated", "right_saturated"):
+                answer[name].append(float(stats[name][0]))
+        return answer
+
+    @wrappers.Request.application
+    def _serve_static(self, request):
+        """A file of static/ (index.js and what it imports)."""
+        name = request.path.split(_ROUTE_PREFIX, 1)[-1]
+        path = _static_path(name)
+        if path is None:
+            return http_util.Respond(request, "Not found", "text/plain", code=404)
+        with open(path, "rb") as f:
+            content = f.read()
+        extension = os.path.splitext(path)[1]
+        content_type = _CONTENT_TYPES.get(extension) or (
+            mimetypes.guess_type(path)[0] or "application/octet-stream"
+        )
+        return http_util.Respond(request, content, content_type)
+
+    # Reading.
+
+    def _run_layer(self, request) -> tuple[str, str]:
+        return _text_arg(request, "run"), _text_arg(request, "layer")
+
+    def _step(self, request) -> _Step:
+        """The request's run, layer and step, with that step's mask."""
+        run, layer = self._run_layer(request)
+        ctx, eid = _request_context(request)
+        blobs = self._blobs(ctx, eid, run, layer)
+        number = _int_arg(request, "step", None)
+        if number not in blobs:
+            raise BadRequest(
+                f"Received an invalid value for argument `step`: expected one of "
+                f"the steps of layer {layer!r} in run {run!r} "
+                f"({', '.join(map(str, sorted(blobs)))}), got {number}"
+            )
+        masks = self._series(ctx, eid, run, f"{layer}/{MASK_TAG}")
+        return _Step(run, layer, number, *blobs[number], _at_step(masks, number))
+
+    def _blobs(self, ctx, eid, run, layer) -> dict[int, tuple[str, float]]:
+        """`{step: (blob key, wall time)}` of a layer's gates; no data is read."""
+        tag = f"{layer}/{GATES_TAG}"
+        data = self._provider.read_blob_sequences(
+            ctx,
+            experiment_id=eid,
+            plugin_name=PLUGIN_NAME,
+            downsample=_ALL_STEPS,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+        )
+        if run not in data and not self._has_run(ctx, eid, run):
+            raise BadRequest(
+                f"Received an invalid value for argument `run`: expected a run "
+                f"with LSTM gates, got {run!r}"
+            )
+        series = data.get(run, {}).get(tag)
+        if not series:
+            raise BadRequest(
+                f"Received an invalid value for argument `layer`: expected a "
+                f"layer of run {run!r}, got {layer!r}"
+            )
+        return {d.step: (d.values[0].blob_key, d.wall_time) for d in series}
+
+    def _has_run(self, ctx, eid, run) -> bool:
+        series = self._provider.list_blob_sequences(
+            ctx, experiment_id=eid, plugin_name=PLUGIN_NAME
+        )
+        return run in series
+
+    def _series(self, ctx, eid, run, tag) -> list:
+        """Every kept step of a small tensor series (a mask, the labels)."""
+        data = self._provider.read_tensors(
+            ctx,
+            experiment_id=eid,
+            plugin_name=PLUGIN_NAME,
+            downsample=_ALL_STEPS,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+        )
+        series = data.get(run, {}).get(tag)
+        if not series:
+            raise BadRequest(f"Run {run!r} has no {tag!r} (written by keras_lstm?)")
+        return series
+
+    def _gates(self, request, step: _Step) -> np.ndarray:
+        """The step's gates, float16 `(6, batch, time, units)`, read once."""
+        key = (plugin_util.experiment_id(request.environ), step.blob_key, step.wall)
+        array = self._cache.get(key)
+        if array is None:
+            ctx = plugin_util.context(request.environ)
+            array = decode_array(self._provider.read_blob(ctx, blob_key=step.blob_key))
+            self._cache.put(key, array)
+        if array.shape[1:3] != step.mask.shape:
+            raise BadRequest(
+                f"Step {step.step} of {step.layer!r} in run {step.run!r} has gates "
+                f"of {array.shape[1:3]} (sequence, time) and a mask of "
+                f"{step.mask.shape}"
+            )
+        return array
+
+    def _labels(self, request, step: _Step) -> np.ndarray:
+        ctx, eid = _request_context(request)
+        labels = _at_step(self._series(ctx, eid, step.run, LABELS_TAG), step.step)
+        if labels.shape != step.mask.shape:
+            return np.broadcast_to(
+                np.arange(step.mask.shape[1]).astype(str), step.mask.shape
+            )
+        return np.vectorize(_text, otypes=[str])(labels)
+
+
+class _Step:
+    """One logged step of one layer: where its gates are, and its mask."""
+
+    def __init__(self, run, layer, step, blob_key, wall, mask):
+        self.run, self.layer, self.step = run, layer, step
+        self.blob_key, self.wall = blob_key, wall
+        self.mask = np.asarray(mask, dtype=bool)
+        self.sequences = self.mask.shape[0]
+
+
+def unit_statistics(values: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """Per unit, over the steps `mask` keeps in every sequence.
+
+    Args:
+        values: One gate, `(batch, time, units)`.
+        mask: `(batch, time)`, False at skipped steps.
+
+    Returns:
+        `{"mean", "left_saturated", "right_saturated", "variation"}`, each
+        `(units,)`: the mean; the fractions below 0.1 and above 0.9; the mean
+        over sequences (with a kept step) of the standard deviation over time.
+        Zeros where no step is kept.
+    """
+    values = np.asarray(values, dtype=np.float32)
+    kept = values[mask]  # (steps, units)
+    units = values.shape[-1]
+    if kept.shape[0] == 0:
+        zeros = np.zeros(units)
+        return dict.fromkeys(
+            ("mean", "left_saturated", "right_saturated", "variation"), zeros
+        )
+    weights = mask[..., None].astype(np.float32)  # (batch, time, 1)
+    counts = weights.sum(axis=1)  # (batch, 1)
+    present = counts[:, 0] > 0
+    means = (values * weights).sum(axis=1) / np.maximum(counts, 1)
+    variances = (((values - means[:, None]) * weights) ** 2).sum(axis=1)
+    std = np.sqrt(variances / np.maximum(counts, 1))[present]
+    return {
+        "mean": kept.mean(axis=0),
+        "left_saturated": np.mean(kept < LEFT_SATURATED, axis=0),
+        "right_saturated": np.mean(kept > RIGHT_SATURATED, axis=0),
+        "variation": std.mean(axis=0),
+    }
+
+
+class _ArrayCache:
+    """Least recently used arrays, up to a total size in bytes."""
+
+    def __init__(self, max_bytes: int):
+        self._max_bytes = max_bytes
+        self._arrays = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key):
+        with self._lock:
+            array = self._arrays.get(key)
+            if array is not None:
+                self._arrays.move_to_end(key)
+            return array
+
+    def put(self, key, array) -> None:
+        with self._lock:
+            self._arrays[key] = array
+            total = sum(a.nbytes for a in self._arrays.values())
+            while total > self._max_bytes and len(self._arrays) > 1:
+                _, dropped = self._arrays.popitem(last=False)
+                total -= dropped.nbytes
+
+
+def _layer_of(tag: str) -> str | None:
+    suffix = f"/{GATES_TAG}"
+    return tag[: -len(suffix)] if tag.endswith(suffix) else None
+
+
+def _at_step(series: list, step: int) -> np.ndarray:
+    """The value at `step`, or else at the latest step before it (each
+    series keeps its own sample of steps), or else the first."""
+    before = [d for d in series if d.step <= step]
+    return (before[-1] if before else series[0]).numpy
+
+
+def _floats(values: np.ndarray) -> list:
+    """float16 values as JSON numbers; NaN and infinities as null."""
+    values = np.asarray(values, dtype=np.float64)
+    if np.isfinite(values).all():
+        return values.tolist()
+    return np.where(np.isfinite(values), values, None).tolist()
+
+
+def _text(value) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def _request_context(request):
+    return plugin_util.context(request.environ), plugin_util.experiment_id(
+        request.environ
+    )
+
+
+def _text_arg(request, name: str) -> str:
+    value = request.args.get(name)
+    if not value:
+        raise BadRequest(f"Missing argument `{name}`")
+    return value
+
+
+def _int_arg(request, name: str, stop: int | None) -> int:
+    """A non-negative integer argument, below `stop` if given."""
+    text = _text_arg(request, name)
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 0 or (stop is not None and value >= stop):
+        expected = "a non-negative integer"
+        if stop is not None:
+            expected = f"an integer in [0, {stop})"
+        raise BadRequest(
+            f"Received an invalid value for argument `{name}`: expected "
+            f"{expected}, got {text!r}"
+        )
+    return value
+
+
+def _choice_arg(request, name: str, choices) -> str:
+    value = _text_arg(request, name)
+    if value not in choices:
+        raise BadRequest(
+            f"Received an invalid value for argument `{name}`: expected one of "
+            f"{', '.join(choices)}, got {value!r}"
+        )
+    return value
+
+
+def _static_path(name: str) -> str | None:
+    """The file of static/ that `name` (from a URL) names, or None."""
+    if not name or "\\" in name or "\0" in name:
+        return None
+    normal = posixpath.normpath(name)
+    if normal.startswith(("/", "..")) or normal == ".":
+        return None
+    path = os.path.join(STATIC_DIR, *normal.split("/"))
+    root = os.path.realpath(STATIC_DIR)
+    if os.path.commonpath([os.path.realpath(path), root]) != root:
+        return None
+    return path if os.path.isfile(path) else None

@@ -1,0 +1,278 @@
+"""The LSTM gates dashboard's data: what it stores, and how it is written.
+
+Under the TensorBoard run being written, at each logged step:
+
+- `<layer>/gates`: every gate of one keras_lstm layer at every step of every
+  probe sequence, as `keras_lstm.gate_activations` returns them, stacked in
+  `GATES` order into one float16 array `(6, batch, time, units)`. It is stored
+  as a blob (an `.npy` file in a one-element string tensor): TensorBoard's data
+  providers read a blob sequence one step at a time, where a tensor time series
+  is read whole, every kept step at once, and a layer of 256 units over 64
+  sequences of 200 steps is 39 MB per step.
+- `<layer>/mask`: bool `(batch, time)`, False at the steps the layer skipped.
+- `labels`: string `(batch, time)`, what each probe input step was.
+
+The dashboard (`keras_lstm.tensorboard.plugin`) reads them back.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from keras_lstm.cell import GATES
+
+PLUGIN_NAME = "lstm_gates"
+GATES_TAG = "gates"  # <layer>/gates
+MASK_TAG = "mask"  # <layer>/mask
+LABELS_TAG = "labels"
+# The plugin content of the `<layer>/gates` series: what a reader needs to
+# know without loading a step.
+_CONTENT_VERSION = 1
+
+
+def _metadata(description: str, data_class: str, content: dict | None = None):
+    from tensorboard.compat.proto import summary_pb2
+
+    content = {"version": _CONTENT_VERSION, **(content or {})}
+    return summary_pb2.SummaryMetadata(
+        summary_description=description,
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(
+            plugin_name=PLUGIN_NAME, content=json.dumps(content).encode()
+        ),
+        data_class={
+            "tensor": summary_pb2.DATA_CLASS_TENSOR,
+            "blob_sequence": summary_pb2.DATA_CLASS_BLOB_SEQUENCE,
+        }[data_class],
+    )
+
+
+def pack_gates(gates: dict[str, np.ndarray]) -> np.ndarray:
+    """One layer's gates (as `gate_activations` returns them) as float16
+    `(6, batch, time, units)`, in `GATES` order."""
+    return np.stack([np.asarray(gates[g], dtype=np.float16) for g in GATES])
+
+
+def encode_array(array: np.ndarray) -> bytes:
+    """`array` as the bytes of an `.npy` file (dtype and shape included)."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
+
+
+def decode_array(blob: bytes) -> np.ndarray:
+    """The array of `encode_array`'s bytes."""
+    return np.load(io.BytesIO(blob), allow_pickle=False)
+
+
+def write_layer(layer: str, gates: dict[str, np.ndarray]) -> None:
+    """Writes one layer's gates and mask to the default summary writer.
+
+    Args:
+        layer: The layer's key, as `gate_activations` names it.
+        gates: `{gate: (batch, time, units) array, "mask": (batch, time)}`, one
+            entry of what `gate_activations` returns.
+    """
+    import tensorflow as tf
+
+    packed = pack_gates(gates)
+    tf.summary.write(
+        f"{layer}/{GATES_TAG}",
+        tf.constant([encode_array(packed)]),
+        metadata=_metadata(
+            f"Every gate of {layer} at every step of every probe sequence: "
+            "float16 (gate, sequence, time, unit), gates in keras_lstm.GATES order",
+            "blob_sequence",
+            {"units": int(packed.shape[-1])},
+        ),
+    )
+    tf.summary.write(
+        f"{layer}/{MASK_TAG}",
+        tf.constant(np.asarray(gates["mask"], dtype=bool)),
+        metadata=_metadata(
+            f"False at the probe steps {layer} skipped (sequence, time)", "tensor"
+        ),
+    )
+
+
+def write_labels(labels) -> None:
+    """Writes the probe inputs' labels, strings `(batch, time)`, to the default
+    summary writer."""
+    import tensorflow as tf
+
+    tf.summary.write(
+        LABELS_TAG,
+        tf.constant(np.asarray(labels, dtype=str).tolist()),  # UTF-8
+        metadata=_metadata("What each probe input step was (sequence, time)", "tensor"),
+    )
+
+
+def check_labels(labels, batch: int, time: int | None = None) -> np.ndarray:
+    """`labels` as a str array `(batch, time)`, or an ArgumentError.
+
+    `time=None` accepts any length; the gates fix it when they are computed.
+    """
+    from keras_lstm._checks import ArgumentError
+
+    expected = f"a (batch, time) = ({batch}, {'time' if time is None else time}) "
+    expected += "array or nested list of strings, one per probe input step"
+    try:
+        array = np.asarray(labels, dtype=object)
+    except ValueError:  # ragged lists
+        array = None
+    if (
+        array is None
+        or array.ndim != 2
+        or array.shape[0] != batch
+        or (time is not None and array.shape[1] != time)
+        or not all(isinstance(s, str) for s in array.ravel())
+    ):
+        shape = "ragged" if array is None else f"shape {array.shape}"
+        got = f"{type(labels).__name__} of {shape}"
+        if array is not None and array.ndim == 2:
+            kinds = sorted({type(s).__name__ for s in array.ravel()} - {"str"})
+            if kinds:
+                got += f" holding {', '.join(kinds)}"
+        raise ArgumentError("labels", expected, got)
+    return array.astype(str)
+
+
+def format_inputs(inputs, batch: int, time: int) -> np.ndarray:
+    """Labels `(batch, time)` that show the inputs' values, short.
+
+    The first input array is read when there are several. Per step: the first
+    four features to 3 significant digits, joined by commas (`0.423,1`); a
+    one-hot vector as the index of its one; token ids as themselves. Inputs
+    whose time axis is not the gates' (e.g. a strided convolution before the
+    LSTM) get the step numbers.
+    """
+    import keras
+
+    first = keras.ops.convert_to_numpy(keras.tree.flatten(inputs)[0])
+    if first.ndim == 2:
+        first = first[..., None]
+    if first.ndim != 3 or first.shape[:2] != (batch, time):
+        return np.broadcast_to(np.arange(time).astype(str), (batch, time)).copy()
+    features = first.shape[-1]
+    one_hot = features > 4 and bool(
+        np.all((first == 0) | (first == 1)) and np.all(first.sum(-1) == 1)
+    )
+    if one_hot:
+        return np.argmax(first, axis=-1).astype(str)
+    if np.issubdtype(first.dtype, np.integer) or np.issubdtype(first.dtype, np.bool_):
+        show = str
+    else:
+        show = "{:.3g}".format
+    labels = np.empty((batch, time), dtype=object)
+    for b in range(batch):
+        for t in range(time):
+            values = [show(v) for v in first[b, t, :4].tolist()]
+            labels[b, t] = ",".join(values) + ("…" if features > 4 else "")
+    return labels.astype(str)
+
+
+def write_gate_dashboard(
+    model,
+    inputs,
+    labels: Sequence[Sequence[str]] | np.ndarray | None,
+    logdir: str | os.PathLike,
+    mask=None,
+    step: int = 0,
+) -> dict[str, dict[str, np.ndarray]]:
+    """Writes what every gate did on `inputs` for the LSTM gates dashboard.
+
+    Runs `model` on `inputs` (as `keras_lstm.gate_activations`) and writes, into
+    the TensorBoard run `logdir`, each keras_lstm layer's gates at every step of
+    every sequence (float16) and its mask, and one label per input step. Open
+    `tensorboard --logdir <parent of logdir>` and the "LSTM gates" tab: heatmaps
+    of units by time under the labels, each unit's gates over time, saturation
+    per unit, and, with several steps written, how a unit changed.
+    `GateTensorBoard` writes the same data each time it logs during `fit`.
+
+    Args:
+        model: A Keras model or layer with keras_lstm layers inside (see
+            `keras_lstm.gate_activations`).
+        inputs: The probe batch, as the model is called, e.g. `x_val[:16]`.
+        labels: What each input step was, shown along the time axis: a
+            `(batch, time)` array or nested list of strings (the characters of
+            a text, say), or None to show each step's input values (the first
+            four features to 3 significant digits; a one-hot step as the index
+            of its one).
+        logdir: Directory of the TensorBoard run to write, e.g.
+            `logs/my_run/gates`. Created if missing; files already in it are
+            kept. Calls with the same `logdir` in one process append to one
+            event file (flushed after each call), so write steps in order.
+        mask: Optional boolean `(batch, time)` mask for `inputs`.
+        step: The step to file the data under (e.g. an epoch). A non-negative
+            integer.
+
+    Returns:
+        What was written: `gate_activations(model, inputs, mask)`.
+
+    Example:
+
+        gates = keras_lstm.write_gate_dashboard(model, x_val[:8], None, "logs/run")
+    """
+    import numbers
+
+    from keras_lstm._checks import ArgumentError
+    from keras_lstm.gates import gate_activations
+
+    if isinstance(step, bool) or not isinstance(step, numbers.Integral) or step < 0:
+        raise ArgumentError("step", "a non-negative integer", repr(step))
+    if not isinstance(logdir, (str, os.PathLike)):
+        raise ArgumentError("logdir", "a directory path", repr(logdir))
+    if labels is not None:
+        labels = check_labels(labels, samples(inputs))
+    gates = gate_activations(model, inputs, mask=mask)
+    write_dashboard(os.fspath(logdir), gates, labels, inputs, int(step))
+    return gates
+
+
+def samples(inputs) -> int:
+    """How many sequences `inputs` (an array, or a list or dict of them) holds."""
+    import keras
+
+    return len(keras.tree.flatten(inputs)[0])
+
+
+def dashboard_labels(gates: dict, labels, inputs) -> np.ndarray:
+    """The labels to write beside `gates`: `labels` checked against the gates'
+    `(batch, time)`, or the inputs formatted."""
+    batch, time = next(iter(gates.values()))["mask"].shape
+    if labels is None:
+        return format_inputs(inputs, batch, time)
+    return check_labels(labels, batch, time)
+
+
+def write_dashboard(logdir: str, gates: dict, labels, inputs, step: int) -> None:
+    """Writes `gates` (what `gate_activations` returned) and their labels."""
+    import tensorflow as tf
+
+    labels = dashboard_labels(gates, labels, inputs)
+    # One writer per directory for the whole process: each new writer starts
+    # a new event file, named by the second and a per-process counter, and
+    # TensorBoard reads a run's files in name order, so the files of quick
+    # successive calls (counter 10 sorts before 9) would be read out of step
+    # order, and TensorBoard drops the later steps of a run that goes back.
+    key = os.path.abspath(logdir)
+    writer = _WRITERS.get(key)
+    if writer is None or not os.path.isdir(key):
+        writer = _WRITERS[key] = tf.summary.create_file_writer(key)
+    with writer.as_default(step=step):
+        write_all(gates, labels)
+    writer.flush()
+
+
+_WRITERS: dict = {}
+
+
+def write_all(gates: dict, labels: np.ndarray) -> None:
+    """Writes every layer of `gates` and `labels` to the default writer."""
+    for layer, values in gates.items():
+        write_layer(layer, values)
+    write_labels(labels)
