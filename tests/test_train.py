@@ -2,11 +2,14 @@
 
 import csv
 import dataclasses
+import errno
 import fcntl
 import json
 import math
+import multiprocessing
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +26,7 @@ from tensorboard.util import tensor_util
 
 import keras_lstm
 from keras_lstm.experiments import run as experiment
+from keras_lstm.experiments import tasks
 from keras_lstm.experiments.config import TrainConfig
 from keras_lstm.gates import lstm_layers
 
@@ -261,8 +265,9 @@ def run_dirs(logdir):
 
 
 def expected_gate_tags(layers):
-    tags = set()
+    tags = {"labels"}  # with <layer>/gates and <layer>/mask: the LSTM gates dashboard
     for layer in layers:
+        tags |= {f"{layer}/gates", f"{layer}/mask"}
         for gate in keras_lstm.GATES:
             tags |= {f"{layer}/{gate}/{n}" for n in ("activations", "mean", "heatmap")}
         for gate in SIGMOID_GATES:
@@ -311,6 +316,8 @@ def check_run(run_dir, args, epochs, stdout):
     assert info.hparams["units"].number_value == 4
     assert info.hparams["task"].string_value == config["task"]
     assert info.hparams["variant"].string_value == config["variant"]
+    assert info.hparams["strategy"].string_value == config["strategy"] == "none"
+    assert info.hparams["precision"].string_value == config["precision"] == "float32"
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     for key in ("task", "val_loss", "baseline_val_loss", "epochs_run", "wall_seconds"):
@@ -438,66 +445,26 @@ def test_help_lists_every_option_with_its_default(capsys):
 # --- resume -------------------------------------------------------------------
 
 
-def test_resume_after_kill_continues_from_the_last_finished_epoch(tmp_path, capsys):
+def test_a_second_command_on_a_running_run_is_refused(tmp_path, capsys):
     logdir = tmp_path / "logs"
-    epochs = 12
-    args = ["--logdir", logdir, "--run-name", "long", "--epochs", epochs]
-    args += ["--seq-len", 10, "--units", 4, "--num-train", 128, "--num-val", 16]
-    args += ["--batch-size", 16]
-    run_dir = logdir / "long"
-    state_path = run_dir / "checkpoint" / "state.json"
-
+    args = ["--logdir", logdir, "--run-name", "long", "--epochs", 100]
+    args += ["--seq-len", 6, *TINY]
     process = start(args, tmp_path / "first")
     try:
         deadline = time.monotonic() + 180
-        finished_epochs = 0
-        while finished_epochs < 1:
+        # A new run's config.json is written once its lock is held.
+        while not (logdir / "long" / "config.json").is_file():
             assert process.poll() is None, (tmp_path / "first" / "stderr").read_text()
-            assert time.monotonic() < deadline, "no epoch finished within 180 s"
+            assert time.monotonic() < deadline, "no run folder within 180 s"
             time.sleep(0.05)
-            if state_path.is_file():
-                try:
-                    finished_epochs = json.loads(state_path.read_text())["epoch"]
-                except json.JSONDecodeError:
-                    pass
-        # A second train.py on the run is refused while the first writes it.
         assert _main([*args, "--resume"]) == 2
         assert process.poll() is None, "the run ended before the second command"
-        err = capsys.readouterr().err
-        assert len(err.strip().splitlines()) == 1, err
-        assert "--run-name" in err and f"process {process.pid}" in err, err
-        os.kill(process.pid, signal.SIGKILL)
     finally:
         process.kill()
         process.wait()
-    assert process.returncode == -signal.SIGKILL
-    killed_at = json.loads(state_path.read_text())["epoch"]
-    assert 1 <= killed_at < epochs
-    assert not (run_dir / "metrics.json").exists(), "the run ended before the kill"
-
-    resumed = subprocess.run(
-        command([*args, "--resume"]),
-        cwd=REPO,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert run_dirs(logdir) == [run_dir]
-    shown = [
-        int(n) for n in re.findall(rf"^Epoch (\d+)/{epochs}\b", resumed.stdout, re.M)
-    ]
-    assert shown == list(range(killed_at + 1, epochs + 1))
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["epochs_run"] == epochs
-    assert str(run_dir) in resumed.stdout
-
-    written = steps(load(run_dir / "train"), "epoch_loss")
-    assert sorted(set(written)) == list(range(epochs))
-    # Only the epoch cut short by the kill may have been logged twice.
-    repeated = {s for s in written if written.count(s) > 1}
-    assert repeated <= {killed_at}
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "--run-name" in err and f"process {process.pid}" in err, err
 
 
 def _main(argv):
@@ -505,6 +472,231 @@ def _main(argv):
         return train.main([str(a) for a in argv])
     except SystemExit as exit_info:
         return exit_info.code
+
+
+# --- kill -9 at every moment of a run, then --resume ------------------------------
+
+# Two epochs of two steps; validation in one batch of the training batch's shape
+# (one compilation fewer). Each kill run has a log directory of its own.
+KILL_TINY = ["--seq-len", 6, *TINY, "--num-val", 16, "--probe-size", 4]
+KILL_ARGS = [*KILL_TINY, "--run-name", "r"]
+# moment -> (KERAS_LSTM_CRASH_AT, epochs committed when killed, the epochs that
+# --resume trains, and the uninterrupted command whose results it must reach:
+# "straight" trains 2 epochs; "resumed" trains 1, then 1 more with --resume,
+# which draws the second epoch's order from its own seed).
+KILLS = {
+    "before_fit": ("before_fit", 0, [1, 2], "straight"),
+    "train_batch": ("train_batch:2", 1, [2], "resumed"),
+    "epoch_end": ("epoch_end:1", 0, [1, 2], "straight"),
+    "checkpoint_write": ("checkpoint_write:2", 1, [2], "resumed"),
+    "checkpoint_saved": ("checkpoint_saved:1", 1, [2], "resumed"),
+    "best_write": ("best_write:2", 2, [], "straight"),
+    "best_saved": ("best_saved:1", 1, [2], "resumed"),
+    "last_epoch": ("last_epoch", 2, [], "straight"),
+    "final_metrics": ("final_metrics", 2, [], "straight"),
+    "metrics_write": ("metrics_write", 2, [], "straight"),
+}
+PARALLEL_KILLS = 2
+
+
+def no_gates(*args, **kwargs):
+    """Stands in for GateTensorBoard where a test is not about gates (its probe
+    model takes a quarter of a tiny run's time)."""
+    return keras.callbacks.Callback()
+
+
+def run_train(argv, out_dir, env):
+    """train.py's main in a process of its own, its output in files."""
+    os.environ.update(env)
+    experiment.GateTensorBoard = no_gates
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        f = os.open(out_dir / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        os.dup2(f, fd)
+        os.close(f)
+    sys.exit(train.main([str(a) for a in argv]))
+
+
+class KillRuns:
+    """Runs train.py once per moment, killed there; a few at a time, in the
+    order the tests ask, so that later runs train while a test resumes.
+
+    Each run is a process forked from a server that imported train.py once
+    (multiprocessing's forkserver): the same main(), killed as `python train.py`
+    would be, without paying TensorFlow's import ten times.
+    """
+
+    def __init__(self, root):
+        self.root = root
+        self.context = multiprocessing.get_context("forkserver")
+        self.context.set_forkserver_preload([__name__])
+        self.waiting = list(KILLS)
+        self.running, self.finished = {}, {}
+
+    def args(self, moment):
+        return ["--logdir", self.root / moment, "--epochs", 2, *KILL_ARGS]
+
+    def _poll(self):
+        for moment, process in list(self.running.items()):
+            if process.exitcode is not None:
+                out = self.root / "out" / moment
+                self.finished[moment] = Finished(
+                    [str(a) for a in self.args(moment)],
+                    process.exitcode,
+                    (out / "stdout").read_text(),
+                    (out / "stderr").read_text(),
+                )
+                del self.running[moment]
+        while self.waiting and len(self.running) < PARALLEL_KILLS:
+            moment = self.waiting.pop(0)
+            out = self.root / "out" / moment
+            out.mkdir(parents=True)
+            env = {experiment.CRASH_AT: KILLS[moment][0]}
+            process = self.context.Process(
+                target=run_train, args=(self.args(moment), out, env)
+            )
+            process.start()
+            self.running[moment] = process
+
+    def result(self, moment):
+        if moment in self.waiting:  # asked out of order: next, then
+            self.waiting.remove(moment)
+            self.waiting.insert(0, moment)
+        deadline = time.monotonic() + 400
+        self._poll()
+        while moment not in self.finished:
+            assert time.monotonic() < deadline, f"the run killed at {moment} hangs"
+            time.sleep(0.05)
+            self._poll()
+        return self.finished[moment]
+
+    def close(self):
+        for process in self.running.values():
+            process.kill()
+            process.join()
+
+
+@pytest.fixture(scope="module")
+def kill_runs(tmp_path_factory):
+    runs = KillRuns(tmp_path_factory.mktemp("kills"))
+    runs._poll()  # the first runs start before the references below
+    yield runs
+    runs.close()
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The results each kill must end with, from runs that nothing stopped;
+    and a copy of the 1-epoch run, for a resume whose writes fail."""
+    logdir = tmp_path_factory.mktemp("uninterrupted")
+    base = ["--logdir", logdir, *KILL_TINY]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(experiment, "GateTensorBoard", no_gates)
+        assert _main([*base, "--epochs", 2, "--run-name", "straight"]) == 0
+        assert _main([*base, "--epochs", 1, "--run-name", "resumed"]) == 0
+        shutil.copytree(logdir / "resumed", logdir / "one_epoch")
+        argv = [*base, "--epochs", 2, "--run-name", "resumed", "--resume"]
+        assert _main(argv) == 0
+    results = {
+        name: json.loads((logdir / name / "metrics.json").read_text())
+        for name in ("straight", "resumed")
+    }
+    # What makes a kill at best_write:2 happen, and a second epoch that went
+    # wrong visible in the results: the second epoch is the best in both.
+    assert results["straight"]["best_epoch"] == results["resumed"]["best_epoch"] == 2
+    return results, logdir, base
+
+
+def validation_mse(model_path):
+    """The loss of a saved adding-problem model on the kill runs' validation
+    data, made again from the same settings."""
+    task = tasks.make_task("adding", seq_len=6, seed=0, num_train=32, num_val=16)
+    model = keras.saving.load_model(model_path)
+    predicted = np.asarray(model(task.x_val)).reshape(task.y_val.shape)
+    return float(np.mean((predicted - task.y_val) ** 2))
+
+
+def check_resumed_run(run_dir, want, resumed_epoch=None):
+    """A run that resumed to 2 epochs: the results of the uninterrupted `want`,
+    a best.keras that scores them, and nothing half-written left behind."""
+    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert state["epoch"] == metrics["epochs_run"] == 2
+    assert metrics["best_epoch"] == want["best_epoch"]
+    assert metrics["val_loss"] == pytest.approx(want["val_loss"], rel=1e-5)
+    assert validation_mse(run_dir / "best.keras") == pytest.approx(
+        metrics["val_loss"], rel=1e-5
+    )
+    assert sorted(os.listdir(run_dir / "checkpoint")) == sorted(
+        ["state.json", state["model"]]
+    )
+    assert not [p for p in run_dir.rglob("*") if ".tmp." in p.name]
+    written = steps(load(run_dir / "train"), "epoch_loss")
+    assert sorted(set(written)) == [0, 1]
+    # Only an epoch that was cut short by the kill may have been logged twice.
+    repeated = {s for s in written if written.count(s) > 1}
+    assert repeated <= ({resumed_epoch - 1} if resumed_epoch else set())
+
+
+def test_every_crash_moment_is_tested():
+    assert set(KILLS) == set(experiment.CRASH_MOMENTS)
+
+
+@pytest.mark.parametrize("moment", list(KILLS))
+def test_kill_at_any_moment_then_resume_loses_nothing(
+    kill_runs, uninterrupted, moment, capsys, monkeypatch
+):
+    monkeypatch.setattr(experiment, "GateTensorBoard", no_gates)
+    _, committed, trained, reference = KILLS[moment]
+    killed = kill_runs.result(moment)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run_dir = kill_runs.root / moment / "r"
+    state_path = run_dir / "checkpoint" / "state.json"
+    if committed:
+        assert json.loads(state_path.read_text())["epoch"] == committed
+    else:
+        assert not state_path.exists()
+    assert not (run_dir / "metrics.json").exists()
+    capsys.readouterr()
+
+    assert _main([*kill_runs.args(moment), "--resume"]) == 0
+    out = capsys.readouterr().out
+    shown = [int(n) for n in re.findall(r"^Epoch (\d+)/2\b", out, re.M)]
+    assert shown == trained, out
+    assert f"Run directory: {run_dir}" in out
+    results, _, _ = uninterrupted
+    check_resumed_run(run_dir, results[reference], committed + 1)
+
+
+def test_a_write_that_fails_stops_the_run_in_one_line_and_keeps_the_checkpoint(
+    uninterrupted, monkeypatch, capsys
+):
+    results, logdir, base = uninterrupted
+    monkeypatch.setattr(experiment, "GateTensorBoard", no_gates)
+    run_dir = logdir / "one_epoch"
+    before = snapshot(run_dir / "checkpoint")
+
+    def disk_full(model, filepath, *args, **kwargs):
+        with open(filepath, "wb") as f:
+            f.write(b"PK\x03\x04")  # the start of a zip archive, then no room
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(filepath))
+
+    argv = [*base, "--epochs", 2, "--run-name", "one_epoch", "--resume"]
+    with monkeypatch.context() as patch:
+        patch.setattr(keras.Model, "save", disk_full)
+        assert _main(argv) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("train.py: error: cannot write ")
+    assert str(run_dir / "checkpoint") in lines[0]
+    assert "No space left on device" in lines[0] and "--resume" in lines[0]
+    after = snapshot(run_dir / "checkpoint")
+    del before["."], after["."]  # its mtime: a temporary file came and went
+    assert after == before
+    assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 1
+
+    assert _main(argv) == 0
+    check_resumed_run(run_dir, results["resumed"], resumed_epoch=2)
 
 
 def test_resume_without_run_name_finds_the_latest_run_of_the_same_command(

@@ -9,6 +9,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 
@@ -28,7 +30,9 @@ from keras_lstm.experiments.reporting import (
 )
 from keras_lstm.experiments.tasks import Task
 
-CHECKPOINT = "checkpoint"  # last finished epoch: model, optimizer and state.json
+# The last finished epoch: state.json, and the model (with its optimizer) that
+# state.json names. Writing state.json commits an epoch (see RunCheckpoint).
+CHECKPOINT = "checkpoint"
 BEST_MODEL = "best.keras"
 LOCK = "lock"  # flock-ed by the train.py writing the run
 # Below this many validation sequences the report warns that small differences
@@ -36,8 +40,55 @@ LOCK = "lock"  # flock-ed by the train.py writing the run
 FEW_VALIDATION_SEQUENCES = 100
 
 
+# The moments at which KERAS_LSTM_CRASH_AT=<moment>[:<epoch>] kills this process
+# with SIGKILL, so that a test can reproduce a kill at each (the epoch counts from
+# 1; without one, the first). The run must resume from each with --resume.
+CRASH_AT = "KERAS_LSTM_CRASH_AT"
+CRASH_MOMENTS = {
+    "before_fit": "the model is built (or loaded); no epoch has started",
+    "train_batch": "after the epoch's first training step",
+    "epoch_end": "the epoch is trained and validated; its checkpoint not begun",
+    "checkpoint_write": "the epoch's model file is written and state.json is in "
+    "its temporary file: the rename that commits the epoch is not done",
+    "checkpoint_saved": "the epoch is committed; best.keras not yet updated",
+    "best_write": "best.keras is in its temporary file, not renamed",
+    "best_saved": "best.keras is updated; the checkpoint's older files remain",
+    "last_epoch": "fit returned after the last epoch; no final metrics written",
+    "final_metrics": "the final metrics are in TensorBoard; metrics.json not",
+    "metrics_write": "metrics.json is in its temporary file, not renamed",
+}
+
+
+def _crash_at(moment: str, epoch: int | None = None) -> None:
+    """SIGKILLs this process if KERAS_LSTM_CRASH_AT names this moment."""
+    name, _, at = os.environ.get(CRASH_AT, "").partition(":")
+    if name == moment and (epoch is None or epoch == int(at or 1)):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _check_crash_at() -> None:
+    spec = os.environ.get(CRASH_AT)
+    if not spec:
+        return
+    name, _, at = spec.partition(":")
+    if name not in CRASH_MOMENTS or not (at == "" or at.isdigit()):
+        raise ValueError(
+            f"Received an invalid value for {CRASH_AT}: expected <moment>[:<epoch>] "
+            f"with a moment from {', '.join(CRASH_MOMENTS)}, got {spec!r}"
+        )
+
+
 class NaNLossError(RuntimeError):
     """The loss became NaN; the run stopped with its best model kept."""
+
+
+class WriteError(RuntimeError):
+    """A file of the run could not be written (disk full, permission lost)."""
+
+    def __init__(self, path: str, error: OSError):
+        self.path = path
+        self.reason = error.strerror or str(error)
+        super().__init__(f"cannot write {path} ({self.reason})")
 
 
 def layer_name(kind: str, k: int) -> str:
@@ -246,13 +297,17 @@ def open_runs(
                 path = os.path.join(run_dir, "config.json")
                 _write_json(run_record(config, variant, argv), path)
                 undo.callback(os.remove, path)
-    except OSError as error:
+    except (OSError, WriteError) as error:
         locks.close()
         undo.close()
+        if isinstance(error, WriteError):
+            reason, path = error.reason, error.path
+        else:
+            reason, path = error.strerror, error.filename
         raise ArgumentError(
             "logdir",
             "a directory in which run folders can be created and written",
-            f"{config.logdir!r} ({error.strerror}: {error.filename!r})",
+            f"{config.logdir!r} ({reason}: {path!r})",
         ) from None
     except BaseException:
         locks.close()
@@ -309,50 +364,142 @@ def _lock(run_dir: str, argument: str, undo: contextlib.ExitStack) -> int:
     return fd
 
 
-def _save_atomically(write, path):
-    """Writes `path` through a temporary file, so a kill leaves old or new."""
+def _save_atomically(write, path, crash: str | None = None, epoch=None):
+    """Writes `path` through a temporary file, so a kill leaves old or new.
+
+    Raises:
+        WriteError: When the file cannot be written; the temporary file is
+            removed and `path` is as it was.
+    """
     root, ext = os.path.splitext(path)
     tmp = f"{root}.tmp{ext}"
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        # A temporary file left by a kill is written anew, never appended to.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        write(tmp)
+        if crash:
+            _crash_at(crash, epoch)
+        os.replace(tmp, path)
+    except OSError as error:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise WriteError(path, error) from error
 
 
-def _write_json(data, path):
+def _write_json(data, path, crash: str | None = None, epoch=None):
     def write(tmp):
         with open(tmp, "w") as f:
             json.dump(data, f, indent=2, sort_keys=True)
             f.write("\n")
 
-    _save_atomically(write, path)
+    _save_atomically(write, path, crash, epoch)
+
+
+def _model_file(state: dict) -> str:
+    # Runs saved before state.json named its model kept it as last.keras.
+    return state.get("model", "last.keras")
+
+
+def _export_best(run_dir: str, state: dict, epoch: int | None = None) -> None:
+    """Copies the checkpoint's model, the best epoch's, to best.keras."""
+    source = os.path.join(run_dir, CHECKPOINT, _model_file(state))
+    _save_atomically(
+        lambda tmp: shutil.copyfile(source, tmp),
+        os.path.join(run_dir, BEST_MODEL),
+        crash="best_write",
+        epoch=epoch,
+    )
+
+
+def _tidy_checkpoint(run_dir: str, state: dict) -> None:
+    """Removes what a kill or an earlier epoch left in the checkpoint folder."""
+    folder = os.path.join(run_dir, CHECKPOINT)
+    keep = {"state.json", _model_file(state)}
+    for name in os.listdir(folder):
+        if name not in keep:
+            # Left for the next epoch's tidying if it cannot be removed now.
+            with contextlib.suppress(OSError):
+                os.remove(os.path.join(folder, name))
+
+
+def _recover(run_dir: str, state: dict) -> None:
+    """Finishes what a kill after an epoch's commit may have left undone.
+
+    The commit (state.json) comes before best.keras is updated; if the last
+    committed epoch is the best, best.keras is written again from its model.
+    """
+    if state.get("best_epoch") == state["epoch"]:
+        _export_best(run_dir, state)
+    _tidy_checkpoint(run_dir, state)
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """Keeps the best model and, after every epoch, what resuming needs."""
+    """Commits every finished epoch: its model, state.json, and best.keras.
+
+    Keras's own callbacks fall short of a run that any kill leaves resumable.
+    `BackupAndRestore` overwrites its weights in place, then writes the epoch
+    in a second file: a kill between the two resumes the new weights as the old
+    epoch (trained twice), a kill during the first leaves no weights at all;
+    it also cannot carry our state (best epoch, wall time) and deletes itself
+    when fit ends. `ModelCheckpoint(save_best_only=True)` writes best.keras in
+    place (a kill truncates it), forgets the best value on resume unless given
+    `initial_value_threshold`, and keeps no record of which epoch it saved.
+    Here one rename commits an epoch: the model goes to a new file named by
+    epoch, then state.json, which names that file, replaces the old one; the
+    best model is a copy of a committed model file, remade on resume.
+    """
 
     def __init__(self, run_dir: str, state: dict):
         super().__init__()
         self.run_dir = run_dir
         self.state = state
         self.started = time.time()
+        self.epoch = state["epoch"]
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == 0:
+            _crash_at("train_batch", self.epoch)
 
     def on_epoch_end(self, epoch, logs=None):
+        done = epoch + 1  # counted from 1, as the progress bar counts
+        _crash_at("epoch_end", done)
         logs = {k: float(v) for k, v in (logs or {}).items()}
         if not all(math.isfinite(v) for v in logs.values()):
             return  # TerminateOnNaN stops the run; keep the last good epoch.
-        if logs["val_loss"] < self.state.get("best_logs", {}).get("val_loss", math.inf):
-            self.state["best_logs"] = logs
-            self.state["best_epoch"] = epoch + 1
-            _save_atomically(self.model.save, os.path.join(self.run_dir, BEST_MODEL))
-        checkpoint = os.path.join(self.run_dir, CHECKPOINT)
-        os.makedirs(checkpoint, exist_ok=True)
-        _save_atomically(self.model.save, os.path.join(checkpoint, "last.keras"))
+        state = dict(self.state)
+        best = logs["val_loss"] < state.get("best_logs", {}).get("val_loss", math.inf)
+        if best:
+            state["best_logs"] = logs
+            state["best_epoch"] = done
         now = time.time()
-        self.state["epoch"] = epoch + 1
-        self.state["wall_seconds"] = (
-            self.state.get("wall_seconds", 0.0) + now - self.started
+        state["epoch"] = done
+        state["wall_seconds"] = state.get("wall_seconds", 0.0) + now - self.started
+        state["model"] = f"epoch-{done}.keras"
+        folder = os.path.join(self.run_dir, CHECKPOINT)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise WriteError(folder, error) from error
+        _save_atomically(self.model.save, os.path.join(folder, state["model"]))
+        _write_json(
+            state,
+            os.path.join(folder, "state.json"),
+            crash="checkpoint_write",
+            epoch=done,
         )
+        # Committed: what resuming reads is now this epoch.
+        self.state.clear()
+        self.state.update(state)
         self.started = now
-        _write_json(self.state, os.path.join(checkpoint, "state.json"))
+        _crash_at("checkpoint_saved", done)
+        if best:
+            _export_best(self.run_dir, state, done)
+        _crash_at("best_saved", done)
+        _tidy_checkpoint(self.run_dir, state)
 
 
 def run(
@@ -373,13 +520,24 @@ def run(
     there: its logs and checkpoints go to a temporary folder, deleted at the
     end, as TensorFlow's multi-worker Keras guide does.
     """
-    if chief:
-        return _run(config, task, variant, run_dir, run_dir, strategy)
-    out_dir = tempfile.mkdtemp(prefix="keras_lstm_worker_")
+    _check_crash_at()
     try:
-        return _run(config, task, variant, run_dir, out_dir, strategy)
-    finally:
-        shutil.rmtree(out_dir, ignore_errors=True)
+        if chief:
+            return _run(config, task, variant, run_dir, run_dir, strategy)
+        out_dir = tempfile.mkdtemp(prefix="keras_lstm_worker_")
+        try:
+            return _run(config, task, variant, run_dir, out_dir, strategy)
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+    except WriteError as error:
+        # Like a logdir that cannot be written before the run (exit code 2), but
+        # found during it. Every write is atomic, so the last checkpoint is whole.
+        print(
+            f"train.py: error: {error}; the run stopped, its last finished epoch "
+            "is kept (--resume continues it)",
+            file=sys.stderr,
+        )
+        raise SystemExit(2) from None
 
 
 def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
@@ -403,11 +561,16 @@ def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
             return metrics
     if state is not None:
         # A finished run asked for more epochs, or an interrupted one, goes on.
+        if out_dir == run_dir:
+            _recover(run_dir, state)
+        if state["epoch"] >= config.epochs:
+            # Killed after its last epoch: only the final metrics are missing.
+            return _finish(config, task, variant, state, out_dir)
         # A new seed per resumption, so that resumed epochs get their own order.
         keras.utils.set_random_seed(config.seed + state["epoch"])
         with _scope(strategy):
             model = keras.saving.load_model(
-                os.path.join(run_dir, CHECKPOINT, "last.keras")
+                os.path.join(run_dir, CHECKPOINT, _model_file(state))
             )
     else:
         state = {"epoch": 0}
@@ -426,7 +589,7 @@ def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
             os.path.join(out_dir, "gates"),
             probe,
             freq=config.gate_freq,
-            step_labels=task.step_labels(probe[0]),
+            labels=[task.step_labels(sequence) for sequence in probe],
         ),
         RunCheckpoint(out_dir, state),
     ]
@@ -440,6 +603,7 @@ def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
                 seed=config.seed,
             )
         )
+    _crash_at("before_fit")
     history = model.fit(
         task.x_train,
         task.y_train,
@@ -465,9 +629,16 @@ def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
             f"the loss became NaN or infinite in epoch {diverged[0] + 1}; the run "
             f"stopped ({kept})"
         )
+    _crash_at("last_epoch")
+    return _finish(config, task, variant, state, out_dir)
+
+
+def _finish(config, task, variant, state, out_dir) -> dict:
+    """Writes the final metrics of a run whose last epoch is committed."""
     metrics = final_metrics(config, task, variant, state)
     write_final_metrics(out_dir, metrics, step=state["epoch"])
-    _write_json(metrics, os.path.join(out_dir, "metrics.json"))
+    _crash_at("final_metrics")
+    _write_json(metrics, os.path.join(out_dir, "metrics.json"), crash="metrics_write")
     return metrics
 
 
@@ -489,6 +660,9 @@ def hparams(config: TrainConfig, variant: str, task: Task) -> dict:
         "clipnorm": config.clipnorm,
         "seq_len": int(task.x_train.shape[1]),
         "seed": config.seed,
+        # Where and how precisely the run started; --resume may change where.
+        "strategy": config.strategy,
+        "precision": config.precision,
     }
 
 
