@@ -18,17 +18,16 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
-import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_tensorboard_server import STARTUP_SECONDS, free_port, get  # noqa: E402
+from test_tensorboard_server import get, poll  # noqa: E402
+from test_tensorboard_server import tensorboard_server as _tensorboard_server  # noqa: E402
 
 TAB_NAME = "LSTM gates"
 PLUGIN = "lstm_gates"
@@ -49,45 +48,13 @@ def needs_browser():
         pytest.skip("needs chromium and chromium-driver (apt-get install)")
 
 
-@contextlib.contextmanager
 def tensorboard_server(logdir, scratch):
-    """A real `tensorboard` on 127.0.0.1, stopped (by its pid) on exit."""
-    port = free_port()
-    scratch = Path(scratch)
-    scratch.mkdir(parents=True, exist_ok=True)
-    log_path = scratch / "tensorboard.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir)]
-            + ["--host", "127.0.0.1", "--port", str(port)],
-            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(scratch)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                listing = get(f"{url}/data/plugins_listing")
-                if listing.get(PLUGIN, {}).get("enabled"):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, (
-                f"the {PLUGIN} plugin was not enabled in time:\n{log_path.read_text()}"
-            )
-            time.sleep(0.3)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    """A real `tensorboard` on 127.0.0.1, once it lists the dashboard as enabled."""
+
+    def ready(url):
+        return get(f"{url}/data/plugins_listing").get(PLUGIN, {}).get("enabled")
+
+    return _tensorboard_server(logdir, scratch, ready)
 
 
 @contextlib.contextmanager
@@ -367,10 +334,7 @@ def test_first_view_of_a_large_layer(tmp_path):
     with tensorboard_server(tmp_path / "logs", tmp_path / "tb") as url:
         # The server loads event files in the background: wait until it lists
         # the run, as a user who opens the page once it is there.
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not get(f"{url}/data/plugin/{PLUGIN}/runs")["runs"]:
-            assert time.monotonic() < deadline, "the run never appeared"
-            time.sleep(0.3)
+        poll(f"{url}/data/plugin/{PLUGIN}/runs", lambda a: a["runs"], "no run")
         with chromium() as driver:
             from_page, from_frame = open_tab(driver, url)
             print(

@@ -1,5 +1,6 @@
 """A real TensorBoard server, started on a fresh run, serves every gate tag."""
 
+import contextlib
 import json
 import os
 import socket
@@ -47,31 +48,36 @@ def trained_logdir(tmp_path_factory):
     return logdir
 
 
-@pytest.fixture(scope="module")
-def server(trained_logdir, tmp_path_factory):
+@contextlib.contextmanager
+def tensorboard_server(logdir, scratch, ready=lambda url: get(f"{url}/data/runs")):
+    """A real `tensorboard` on 127.0.0.1 over `logdir`, once `ready(url)`; stopped
+    on exit. Its log and temporary files go to `scratch`."""
     port = free_port()
-    scratch = tmp_path_factory.mktemp("tb_scratch")
-    log = open(scratch / "tensorboard.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tensorboard.main", "--logdir", str(trained_logdir)]
-        + ["--host", "127.0.0.1", "--port", str(port)],
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(scratch)),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    log.close()
+    scratch = Path(scratch)
+    scratch.mkdir(parents=True, exist_ok=True)
+    log_path = scratch / "tensorboard.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir)]
+            + ["--host", "127.0.0.1", "--port", str(port)],
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TMPDIR=str(scratch)),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + STARTUP_SECONDS
         while True:
-            assert process.poll() is None, (scratch / "tensorboard.log").read_text()
+            assert process.poll() is None, log_path.read_text()
             try:
-                if get(f"{url}/data/runs"):
+                if ready(url):
                     break
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
-            assert time.monotonic() < deadline, "TensorBoard did not answer in time"
+            assert time.monotonic() < deadline, (
+                f"TensorBoard was not ready in time:\n{log_path.read_text()}"
+            )
             time.sleep(0.3)
         yield url
     finally:
@@ -81,6 +87,14 @@ def server(trained_logdir, tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(trained_logdir, tmp_path_factory):
+    with tensorboard_server(
+        trained_logdir, tmp_path_factory.mktemp("tb_scratch")
+    ) as url:
+        yield url
 
 
 def poll(url, wanted, what):
