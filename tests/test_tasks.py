@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from keras_lstm import ArgumentError
-from keras_lstm.experiments.tasks import LENGTH_TASKS, NPZ_MIN_SAMPLES, TASKS, make_task
+from keras_lstm.experiments.tasks import (
+    LENGTH_TASKS,
+    NPZ_MIN_SAMPLES,
+    TASKS,
+    make_task,
+    read_npz,
+)
 
 SIZES = {"seq_len": 12, "seed": 0, "num_train": 40, "num_val": 20}
 # npz sequences keep the length they have in the file.
@@ -511,3 +517,22 @@ def test_loading_writes_nothing(tmp_path):
     make_task("text", **{**SIZES, "seq_len": 5}, data=text)
     assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before
     assert zipfile.is_zipfile(path)
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_every_baseline_metric_has_a_name(tmp_path, name):
+    # The report words each baseline from the task itself.
+    data = classification_npz(tmp_path) if name == "npz" else None
+    seq_len = None if name == "npz" else 20
+    task = make_task(name, seq_len=seq_len, seed=0, num_train=40, num_val=20, data=data)
+    metrics = {"val_loss", "val_accuracy", "val_bits_per_char"} & set(task.baseline)
+    assert set(task.baseline_names) == metrics
+    assert all(task.baseline_names.values())
+
+
+def test_read_npz_returns_the_stored_arrays(tmp_path):
+    x = np.arange(24.0).reshape(2, 4, 3)
+    y = np.array([1, 0])
+    x_read, y_read = read_npz(write_npz(tmp_path, x=x, y=y))
+    np.testing.assert_array_equal(x_read, x)
+    np.testing.assert_array_equal(y_read, y)

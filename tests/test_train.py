@@ -937,7 +937,14 @@ def test_report_says_which_side_of_the_baseline_and_by_how_much(capsys):
         "wall_seconds": 12.0,
         "val_sequences": 400,
     }
-    npz = types.SimpleNamespace(name="npz", kind="classification")
+    npz = types.SimpleNamespace(
+        name="npz",
+        kind="classification",
+        baseline_names={
+            "val_loss": "predicting the training class frequencies",
+            "val_accuracy": "predicting the majority class",
+        },
+    )
     train.report("logs/r", metrics, npz)
     out = capsys.readouterr().out
     assert "val_loss" in out and "0.057 below the baseline 1.339 (-4.3%, better)" in out

@@ -690,18 +690,4 @@ def final_metrics(config: TrainConfig, task: Task, variant: str, state: dict) ->
 
 def baseline_name(task: Task, metric: str) -> str:
     """What scores a metric's baseline, in words, for the report."""
-    if task.name == "npz":
-        return {
-            "val_loss": (
-                "predicting the training mean"
-                if task.kind == "regression"
-                else "predicting the training class frequencies"
-            ),
-            "val_accuracy": "predicting the majority class",
-        }[metric]
-    return {
-        "adding": "predicting the mean",
-        "copy": "the best memoryless guess",
-        "order": "chance",
-        "text": "predicting the training character frequencies (unigram)",
-    }[task.name]
+    return task.baseline_names[metric]

@@ -86,6 +86,8 @@ class Task:
             Keras metric it compares with ("val_loss", "val_accuracy",
             "val_bits_per_char"). Losses are in nats. Keys that are not metric
             names (e.g. "val_loss_empirical") give a second, measured value.
+        baseline_names: What scores each metric's baseline, in words, keyed as
+            `baseline`, for the report (e.g. "predicting the mean").
         step_labels: One input sequence (time, features) -> one short string per
             step, for the time axis of heatmaps.
         vocab: Text only: the character of each id; `UNK` stands for the
@@ -102,6 +104,7 @@ class Task:
     output_units: int
     return_sequences: bool
     baseline: dict[str, float]
+    baseline_names: dict[str, str]
     step_labels: Callable[[np.ndarray], list[str]] = dataclasses.field(repr=False)
     causal: bool = False
     vocab: list[str] | None = dataclasses.field(default=None, repr=False)
@@ -216,6 +219,7 @@ def _adding(seq_len, num_train, num_val, rng_train, rng_val) -> Task:
         output_units=1,
         return_sequences=False,
         baseline={"val_loss": 1 / 6, "val_loss_empirical": empirical},
+        baseline_names={"val_loss": "predicting the mean"},
         step_labels=_adding_labels,
     )
 
@@ -264,6 +268,9 @@ def _copy(seq_len, num_train, num_val, rng_train, rng_val) -> Task:
             "val_loss": COPY_LENGTH * math.log(COPY_SYMBOLS) / length,
             "val_accuracy": (length - COPY_LENGTH + recall) / length,
         },
+        baseline_names=dict.fromkeys(
+            ("val_loss", "val_accuracy"), "the best memoryless guess"
+        ),
         step_labels=_copy_labels,
     )
 
@@ -316,6 +323,7 @@ def _order(seq_len, num_train, num_val, rng_train, rng_val) -> Task:
         output_units=len(ORDER_CLASSES),
         return_sequences=False,
         baseline={"val_loss": math.log(4), "val_accuracy": 0.25},
+        baseline_names={"val_loss": "chance", "val_accuracy": "chance"},
         step_labels=_order_labels,
     )
 
@@ -403,6 +411,10 @@ def _text(data, seq_len, num_train, num_val, rng_train, rng_val) -> Task:
         output_units=len(vocab),
         return_sequences=True,
         baseline={"val_loss": bits * math.log(2), "val_bits_per_char": bits},
+        baseline_names=dict.fromkeys(
+            ("val_loss", "val_bits_per_char"),
+            "predicting the training character frequencies (unigram)",
+        ),
         step_labels=step_labels,
         causal=True,
         vocab=vocab,
@@ -428,20 +440,10 @@ def _show_char(c: str) -> str:
     return {" ": "·", "\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(c, c)
 
 
-def _npz(data, num_train, num_val, seed) -> Task:
-    """The user's own arrays, from an .npz archive with `x` and `y`.
+def read_npz(data) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays `x` and `y` of the .npz archive at `data`, as stored.
 
-    `x`: numbers, (samples, time, features). `y`: one target per sample. An
-    integer (or boolean) `y` of shape (samples,) or (samples, 1) holds class
-    labels 0..K-1: classification with K = max + 1 classes. Any float `y`, even
-    one holding whole numbers, is regression: (samples,) or (samples, k). At
-    least `NPZ_MIN_SAMPLES` samples, shuffled by the seed and split 80/20 into
-    training and validation, each then cut to at most `num_train` / `num_val`.
-
-    Baselines, from the training split, measured on the validation split:
-    classification: the majority class's accuracy and the cross-entropy of the
-    class frequencies (add-one smoothed, so a class missing from training does
-    not give an infinite loss); regression: the MSE of the training mean.
+    Raises ArgumentError (`data`) for a missing, unreadable or malformed file.
     """
     path = _existing_file(data)
     try:
@@ -468,7 +470,25 @@ def _npz(data, num_train, num_val, seed) -> Task:
     if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
         # A zip whose members are not .npy files.
         _invalid("data", "an .npz file of .npy arrays 'x' and 'y'", data)
+    return x, y
 
+
+def _npz(data, num_train, num_val, seed) -> Task:
+    """The user's own arrays, from an .npz archive with `x` and `y`.
+
+    `x`: numbers, (samples, time, features). `y`: one target per sample. An
+    integer (or boolean) `y` of shape (samples,) or (samples, 1) holds class
+    labels 0..K-1: classification with K = max + 1 classes. Any float `y`, even
+    one holding whole numbers, is regression: (samples,) or (samples, k). At
+    least `NPZ_MIN_SAMPLES` samples, shuffled by the seed and split 80/20 into
+    training and validation, each then cut to at most `num_train` / `num_val`.
+
+    Baselines, from the training split, measured on the validation split:
+    classification: the majority class's accuracy and the cross-entropy of the
+    class frequencies (add-one smoothed, so a class missing from training does
+    not give an infinite loss); regression: the MSE of the training mean.
+    """
+    x, y = read_npz(data)
     if x.dtype.kind not in "biuf" or x.ndim != 3 or 0 in x.shape:
         _invalid(
             "data",
@@ -537,11 +557,16 @@ def _npz(data, num_train, num_val, seed) -> Task:
             "val_loss": float(-np.mean(np.log(p[y_val]))),
             "val_accuracy": float(np.mean(y_val == np.argmax(counts))),
         }
+        baseline_names = {
+            "val_loss": "predicting the training class frequencies",
+            "val_accuracy": "predicting the majority class",
+        }
         kind = "classification"
     else:
         units = y.shape[1]
         mse = np.mean((y_val - np.mean(y_train, axis=0)) ** 2)
         baseline = {"val_loss": float(mse)}
+        baseline_names = {"val_loss": "predicting the training mean"}
         kind = "regression"
     return Task(
         name="npz",
@@ -553,6 +578,7 @@ def _npz(data, num_train, num_val, seed) -> Task:
         output_units=units,
         return_sequences=False,
         baseline=baseline,
+        baseline_names=baseline_names,
         step_labels=_npz_labels,
     )
 
