@@ -382,18 +382,17 @@ def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights):
     differentiable = [x, h0, c0, kernel, recurrent_kernel]
 
     def reference(x, h0, c0, kernel, recurrent_kernel, weights):
-        """The uncompiled loop on (time, b, ...) views."""
-        ux = tf.tensordot(_unchunked(x, steps), kernel, axes=1)
+        """The uncompiled loop on (time, b, ...) views: hs, h_T, c_T."""
         flat_mask = None if mask is None else _unchunked(mask, steps)
-        return _reference_loop(
-            loops.cell, ux, flat_mask, h0, c0, recurrent_kernel, weights
-        )
+        return _uncompiled(
+            loops.cell, _unchunked(x, steps), h0, c0, flat_mask, kernel,
+            recurrent_kernel, weights,
+        )  # fmt: skip
 
     if _has_tangents([*differentiable, *weights.values()]):
         # Forward-mode autodiff (tf.autodiff.ForwardAccumulator) differentiates
         # the loop itself.
-        hs, _, c_last = reference(*differentiable, weights)
-        return hs, hs[-1], c_last
+        return reference(*differentiable, weights)
 
     @tf.custom_gradient
     def run(x, h0, c0, kernel, recurrent_kernel, *values):

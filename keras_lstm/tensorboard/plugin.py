@@ -33,6 +33,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from keras_lstm.cell import GATES
+from keras_lstm.gates import LEFT_SATURATED, RIGHT_SATURATED, SIGMOID_GATES
 from keras_lstm.tensorboard.summary import (
     GATES_TAG,
     LABELS_TAG,
@@ -40,12 +41,6 @@ from keras_lstm.tensorboard.summary import (
     PLUGIN_NAME,
     decode_array,
 )
-
-# Karpathy, Johnson and Fei-Fei 2015 (as keras_lstm.gates, which would import
-# Keras into the TensorBoard server for two numbers).
-LEFT_SATURATED = 0.1
-RIGHT_SATURATED = 0.9
-SIGMOID_GATES = ("input_gate", "forget_gate", "output_gate")
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 _ROUTE_PREFIX = f"/data/plugin/{PLUGIN_NAME}/"
