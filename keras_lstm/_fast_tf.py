@@ -16,8 +16,9 @@ activation), and the work around it is reorganised:
   over the chunks;
 - the batch is split into chains, one per core, that run concurrently (XLA runs a
   loop's small matmuls on one core). Where the batch size is only known at run time,
-  each chain's rows are padded up to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ...,
-  so that a new batch size compiles a chunk at most once per bucket;
+  each chain's rows are padded up to the next of 8, 12, 16, 24, 32, ..., so that
+  a new batch size compiles a chunk at most once per bucket, and every batch of up
+  to 8 rows per chain shares one;
 - the backward pass is written per step: it differentiates `LSTMCell.step` alone
   (automatically, inside the compiled backward chunk, from the saved states), and
   collects `d W` as one matmul per chunk instead of one per step.
@@ -34,9 +35,11 @@ Gates travel packed as one tensor, in the order of `keras_lstm.GATES`:
 
 from __future__ import annotations
 
+import functools
 import os
 
 import tensorflow as tf
+from tensorflow.core.framework import attr_value_pb2
 
 try:
     # What tf.custom_gradient itself asks; there is no public equivalent.
@@ -63,11 +66,16 @@ except ImportError:
 # (tens of microseconds) per CHUNK steps; a padded step costs memory, not compute.
 CHUNK = 32
 
-# Rows per chain: powers of two and 1.5 times them.
-_ROW_BUCKETS = sorted({b for p in range(21) for b in (2**p, 3 * 2**p // 2) if b})
-
-# Fewer rows than this per chain are not worth a core of their own.
+# Fewer rows than this per chain are not worth a core of their own; a chain of
+# fewer rows costs about as much per step (each step's matmuls are latency-bound).
 _MIN_ROWS_PER_CHAIN = 8
+
+# Rows per chain where the batch size is known only at run time: powers of two and
+# 1.5 times them, from _MIN_ROWS_PER_CHAIN up, so that every small batch (a partial
+# last batch, a few sequences) shares one compiled chunk.
+_ROW_BUCKETS = sorted(
+    {b for p in range(3, 21) for b in (2**p, 3 * 2**p // 2) if b >= _MIN_ROWS_PER_CHAIN}
+)
 
 
 def _cores() -> int:
@@ -90,15 +98,18 @@ def _chain_layout(batch):
     """(chains, rows per chain) for a batch size, a Python int or a scalar tensor.
 
     A batch size fixed in a graph is split evenly (the last chain may have a row of
-    padding); in eager calls, or known only at run time, it is rounded up to a
-    bucket, so that a new batch size compiles at most once per bucket.
+    padding), and a chain has at least _MIN_ROWS_PER_CHAIN rows, so that a small
+    fixed batch (`train_on_batch` on a partial batch) shares the compiled chunk of
+    the smallest bucket. In eager calls, or known only at run time, the rows are
+    rounded up to a bucket, so that a new batch size compiles at most once per
+    bucket.
     """
     cores = _cores()
     if isinstance(batch, int) and tf.executing_eagerly():
         batch = tf.constant(batch)
     if isinstance(batch, int):
         chains = max(1, min(cores, batch // _MIN_ROWS_PER_CHAIN))
-        return chains, -(-batch // chains)
+        return chains, max(_MIN_ROWS_PER_CHAIN, -(-batch // chains))
     buckets = tf.constant(_ROW_BUCKETS, tf.int32)
     rows = -(-batch // cores)
     return cores, tf.gather(buckets, tf.searchsorted(buckets, rows[None]))[0]
@@ -130,6 +141,17 @@ class _Loops:
         self.backward_chunk = tf.function(
             self._backward_chunk, jit_compile=True, autograph=False
         )
+        # The loops over chunks, traced once per shape and shared by every chain
+        # and every trace of the model's functions (Keras traces a train step twice),
+        # instead of being rebuilt op by op each time.
+        self.run_chunks = tf.function(
+            functools.partial(_run_chunks, self), autograph=False, reduce_retracing=True
+        )
+        self.grad_chunks = tf.function(
+            functools.partial(_grad_chunks, self),
+            autograph=False,
+            reduce_retracing=True,
+        )
 
     def _forward_chunk(self, x, h, c, mask, n, kernel, recurrent_kernel, weights, keep):
         """Runs `n` <= CHUNK steps.
@@ -143,6 +165,8 @@ class _Loops:
         packed, for those in `keep`, each with zeros from row n on; and h, c
         after step n.
         """
+        units = self.cell.units
+        recurrent_kernel.set_shape([units, 4 * units])  # see `call`
         ux = tf.tensordot(x, kernel, axes=1)  # (CHUNK, b, 4u), one matmul
 
         def body(t, h, c, arrays):
@@ -162,6 +186,49 @@ class _Loops:
             maximum_iterations=CHUNK,
         )
         return {k: a.stack() for k, a in arrays.items()}, h, c
+
+    @staticmethod
+    def call(chunk, x, *args):
+        """Calls `chunk` (`forward_chunk` or `backward_chunk`) through its trace for
+        any number of rows and inputs: only each tensor's last dimension (units or
+        gates) is known to it, and none of x's. Callers know different static shapes
+        for the same tensors (a batch size fixed in one graph and not in another, a
+        trace for several layers); a trace of its own for each would be compiled
+        anew for the same actual shapes. XLA compiles once per actual shape.
+        """
+
+        def loose(a, keep_last=True):
+            if not isinstance(a, tf.Tensor):
+                return a
+            shape = [None] * a.shape.rank
+            if keep_last and shape:
+                shape[-1] = a.shape[-1]
+            return tf.TensorSpec(shape, a.dtype)
+
+        specs = (loose(x, keep_last=False), *tf.nest.map_structure(loose, args))
+        return chunk.get_concrete_function(*specs)(x, *args)
+
+    def _step_vjp(self, ux_t, wh_t, c_prev, weights, dh, dc):
+        """The VJP of `LSTMCell.step` at one step, by autodiff of the step alone.
+
+        Takes the step's inputs (ux_t, wh_t, c_{t-1}, weights) and the gradients of
+        its h_t and c_t; returns those of ux_t, wh_t and c_{t-1}, and {name:
+        gradient} of the weights.
+        """
+        names = sorted(weights)
+        values = [weights[name] for name in names]
+        with tf.GradientTape() as tape:
+            tape.watch([ux_t, wh_t, c_prev, *values])
+            *_, c_t, h_t = self.cell.step(
+                ux_t, wh_t, c_prev, dict(zip(names, values, strict=True))
+            )
+        d_ux, d_wh, d_c_prev, *d_values = tape.gradient(
+            [h_t, c_t],
+            [ux_t, wh_t, c_prev, *values],
+            output_gradients=[dh, dc],
+            unconnected_gradients=tf.UnconnectedGradients.ZERO,
+        )
+        return d_ux, d_wh, d_c_prev, dict(zip(names, d_values, strict=True))
 
     def _backward_chunk(
         self, x, hs, cs, h_in, c_in, mask, n, dhs, dh, dc, kernel, recurrent_kernel,
@@ -184,8 +251,8 @@ class _Loops:
         Returns dx (CHUNK, b, input_dim), d U, d W, d weights, dh and dc before
         the chunk.
         """
-        step = self.cell.step
-        units = recurrent_kernel.shape[0]
+        units = self.cell.units
+        recurrent_kernel.set_shape([units, 4 * units])  # see `call`
         ux = tf.tensordot(x, kernel, axes=1)  # (CHUNK, b, 4u), recomputed
         h_prev = tf.concat([h_in[None], hs[:-1]], axis=0)  # (CHUNK, b, u)
         c_prev = tf.concat([c_in[None], cs[:-1]], axis=0)
@@ -196,23 +263,14 @@ class _Loops:
 
         def body(t, dh, dc, d_ux, d_wh, d_weights):
             dh = dh + dhs[t]
-            ux_t, wh_t, c_prev_t = ux[t], wh[t], c_prev[t]
-            values = [weights[name] for name in names]
-            with tf.GradientTape() as tape:
-                tape.watch([ux_t, wh_t, c_prev_t, *values])
-                *_, c_t, h_t = step(
-                    ux_t, wh_t, c_prev_t, dict(zip(names, values, strict=True))
-                )
             dh_t, dc_t = dh, dc
             if mask is not None:
                 m = tf.cast(mask[t], dh.dtype)
                 dh_t, dc_t = m * dh, m * dc
-            d_ux_t, d_wh_t, dc_prev, *d_values = tape.gradient(
-                [h_t, c_t],
-                [ux_t, wh_t, c_prev_t, *values],
-                output_gradients=[dh_t, dc_t],
-                unconnected_gradients=tf.UnconnectedGradients.ZERO,
+            d_ux_t, d_wh_t, dc_prev, d_values = self._step_vjp(
+                ux[t], wh[t], c_prev[t], weights, dh_t, dc_t
             )
+            d_values = [d_values[name] for name in names]
             dh_prev = tf.matmul(d_wh_t, recurrent_kernel_t)
             if mask is not None:
                 dh_prev += dh - dh_t
@@ -239,7 +297,7 @@ class _Loops:
         d_recurrent = tf.matmul(h_prev_rows, d_wh, transpose_a=True)
         d_ux = d_ux.stack()
         dx = tf.tensordot(d_ux, tf.transpose(kernel), axes=1)
-        x_rows = tf.reshape(x, [-1, x.shape[-1]])
+        x_rows = tf.reshape(x, [-1, tf.shape(x)[-1]])
         d_ux = tf.reshape(d_ux, [-1, 4 * units])
         d_kernel = tf.matmul(x_rows, d_ux, transpose_a=True)
         d_weights = dict(zip(names, d_values, strict=True))
@@ -288,8 +346,17 @@ def _run_chunks(loops, x, h, c, mask, steps, kernel, recurrent_kernel, weights, 
     def body(j, h_in, c_in, arrays):
         n = tf.minimum(CHUNK, steps - j * CHUNK)
         m = None if mask is None else mask[j]
-        values, h, c = loops.forward_chunk(
-            x[j], h_in, c_in, m, n, kernel, recurrent_kernel, weights, keep
+        values, h, c = loops.call(
+            loops.forward_chunk,
+            x[j],
+            h_in,
+            c_in,
+            m,
+            n,
+            kernel,
+            recurrent_kernel,
+            weights,
+            keep,
         )
         # A trace made for other shapes may have been reused: keep the static ones.
         h.set_shape(h_in.shape)
@@ -317,7 +384,8 @@ def _grad_chunks(loops, x, hs, cs, h0, c0, mask, steps, dhs, dc, kernel, rk, w):
     def body(j, dh_out, dc_out, dx, d_kernel, d_recurrent, d_values):
         n = tf.minimum(CHUNK, steps - j * CHUNK)
         m = None if mask is None else mask[j]
-        dx_j, d_kernel_j, d_recurrent_j, d_w, dh, dc = loops.backward_chunk(
+        dx_j, d_kernel_j, d_recurrent_j, d_w, dh, dc = loops.call(
+            loops.backward_chunk,
             x[j], hs[j], cs[j], h_in[j], c_in[j], m, n, dhs[j], dh_out, dc_out,
             kernel, rk, w,
         )  # fmt: skip
@@ -349,26 +417,6 @@ def _grad_chunks(loops, x, hs, cs, h0, c0, mask, steps, dhs, dc, kernel, rk, w):
     )
     d_w = dict(zip(names, d_values, strict=True))
     return dx.stack(), dh, dc, d_kernel, d_recurrent, d_w
-
-
-def _reference_loop(cell, ux, mask, h, c, recurrent_kernel, weights):
-    """The recurrence as a plain `tf.while_loop`, differentiable to any order.
-
-    Takes and returns the same tensors as `_run_chunks`, with time flat:
-    ux (time, b, 4u) -> hs, cs (time, b, u), c after the last step.
-    """
-    steps = tf.shape(ux)[0]
-
-    def body(t, h, c, hs, cs):
-        m = None if mask is None else mask[t]
-        _, h, c = _masked_step(cell, ux[t], m, h, c, recurrent_kernel, weights)
-        return t + 1, h, c, hs.write(t, h), cs.write(t, c)
-
-    arrays = [tf.TensorArray(ux.dtype, size=steps) for _ in range(2)]
-    _, _, c, hs, cs = tf.while_loop(
-        lambda t, *_: t < steps, body, (tf.constant(0), h, c, *arrays)
-    )
-    return hs.stack(), cs.stack(), c
 
 
 def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights):
@@ -404,8 +452,8 @@ def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights):
         # Inference keeps the states too: writing them costs little next to the
         # matmul, and the same compiled chunk then serves fit, predict and
         # tf.gradients without a tape (a second chunk is a second compilation).
-        saved, h_last, c_last = _run_chunks(
-            loops, x_s, h0_s, c0_s, mask, steps, k_s, rk_s, w_s, ("h", "c")
+        saved, h_last, c_last = loops.run_chunks(
+            x_s, h0_s, c0_s, mask, steps, k_s, rk_s, w_s, ("h", "c")
         )
 
         def grad(dhs, dh_last, dc_last):
@@ -430,8 +478,8 @@ def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights):
                     output_gradients=[_unchunked(dhs, steps), dc_last],
                     unconnected_gradients=tf.UnconnectedGradients.ZERO,
                 )
-            dx, dh0, dc0, d_kernel, d_recurrent, d_w = _grad_chunks(
-                loops, x_s, saved["h"], saved["c"], h0_s, c0_s, mask, steps, dhs,
+            dx, dh0, dc0, d_kernel, d_recurrent, d_w = loops.grad_chunks(
+                x_s, saved["h"], saved["c"], h0_s, c0_s, mask, steps, dhs,
                 dc_last, k_s, rk_s, w_s,
             )  # fmt: skip
             return [dx, dh0, dc0, d_kernel, d_recurrent, *(d_w[n] for n in names)]
@@ -515,16 +563,54 @@ def _compiled(loops, x, h0, c0, mask, kernel, recurrent_kernel, weights, batch):
     )
 
 
-def _uncompiled(cell, x, h0, c0, mask, kernel, recurrent_kernel, weights):
-    """hs (time, batch, u), h_T, c_T from the plain loop, with nothing to compile."""
-    ux = tf.tensordot(x, kernel, axes=1)
-    hs, _, c_last = _reference_loop(cell, ux, mask, h0, c0, recurrent_kernel, weights)
-    return hs, hs[-1], c_last
+def _uncompiled(
+    cell, x, h0, c0, mask, kernel, recurrent_kernel, weights, per_step=False
+):  # fmt: skip
+    """hs (time, batch, u), h_T, c_T from a plain `tf.while_loop` over the steps:
+    nothing to compile, and differentiable to any order.
+
+    per_step: project each step's input in the loop (x_t @ kernel), as Keras does,
+    instead of all steps in one matmul before it. For one sequence: a one-row
+    matmul is cheap, and a process's first matmul of several rows costs tens of
+    milliseconds of oneDNN set-up.
+    """
+    ux = x if per_step else tf.tensordot(x, kernel, axes=1)
+    steps = tf.shape(x)[0]
+
+    def body(t, h, c, hs):
+        ux_t = tf.matmul(ux[t], kernel) if per_step else ux[t]
+        m = None if mask is None else mask[t]
+        _, h, c = _masked_step(cell, ux_t, m, h, c, recurrent_kernel, weights)
+        return t + 1, h, c, hs.write(t, h)
+
+    _, h, c, hs = tf.while_loop(
+        lambda t, *_: t < steps,
+        body,
+        (tf.constant(0), h0, c0, tf.TensorArray(x.dtype, size=steps)),
+    )
+    return hs.stack(), h, c
 
 
 # In eager calls the plain loop runs as a graph: a step costs microseconds there,
 # tens of them as Python.
 _uncompiled_graph = tf.function(_uncompiled, autograph=False, reduce_retracing=True)
+
+
+def _lazy_cond(pred, true_fn, false_fn):
+    """`tf.cond` whose If op is not lowered into the caller's graph.
+
+    A lowered cond (TensorFlow's default in graphs) inlines both branches, and the
+    first call of the graph prepares both: at batch one, the compiled loop's
+    graph would cost more to prepare (about 0.1 s) than the whole call. Unlowered,
+    the If kernel runs each branch as a function of its own, prepared when it first
+    runs. Setting the attribute is the only way to ask for it (`cond_v2` sets it).
+    """
+    outputs = tf.cond(pred, true_fn, false_fn)
+    op = tf.nest.flatten(outputs)[0].op
+    while op.type not in ("If", "StatelessIf"):
+        op = op.inputs[0].op
+    op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))
+    return outputs
 
 
 def lstm_sequence(
@@ -577,14 +663,20 @@ def lstm_sequence(
 
     def uncompiled():
         run = _uncompiled_graph if tf.executing_eagerly() else _uncompiled
-        return run(cell, *args)
+        return run(cell, *args, per_step=True)
 
     if training or (isinstance(batch, int) and batch > 1):
         hs, h_last, c_last = compiled()
     elif isinstance(batch, int):
         hs, h_last, c_last = uncompiled()
     else:
-        hs, h_last, c_last = tf.cond(tf.equal(batch, 1), uncompiled, compiled)
+        # A batch size known only at run time (`predict`, an exported model): one
+        # sequence runs the plain loop, and the compiled loop waits in a function
+        # that is prepared only when a larger batch first comes.
+        compiled = tf.function(
+            compiled, autograph=False, experimental_attributes={"_noinline": True}
+        )
+        hs, h_last, c_last = _lazy_cond(tf.equal(batch, 1), uncompiled, compiled)
     units = recurrent_kernel.shape[0]
     if mask is not None:
         mask = tf.cast(mask, h_last.dtype)
@@ -645,8 +737,8 @@ def _packed_gates(
     steps = tf.shape(x)[0]
     gates = []
     for x_c, h, c, m in _chains(batch, x, h0, c0, mask):
-        saved, _, _ = _run_chunks(
-            loops, x_c, h, c, m, steps, kernel, recurrent_kernel, weights, ("gates",)
+        saved, _, _ = loops.run_chunks(
+            x_c, h, c, m, steps, kernel, recurrent_kernel, weights, ("gates",)
         )
         gates.append(_unchunked(saved["gates"], steps))
     return tf.concat(gates, axis=1)[:, :batch]
