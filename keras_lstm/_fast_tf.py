@@ -16,9 +16,10 @@ activation), and the work around it is reorganised:
   over the chunks;
 - the batch is split into chains, one per core, that run concurrently (XLA runs a
   loop's small matmuls on one core). Where the batch size is only known at run time,
-  each chain's rows are padded up to the next of 8, 12, 16, 24, 32, ..., so that
-  a new batch size compiles a chunk at most once per bucket, and every batch of up
-  to 8 rows per chain shares one;
+  each chain's rows are padded up to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ...,
+  so that a new batch size compiles a chunk at most once per bucket. Small batches
+  are padded up to as many rows as cost what one does (8 at up to 64 units), so
+  that they share one compiled chunk;
 - the backward pass is written per step: it differentiates `LSTMCell.step` alone
   (automatically, inside the compiled backward chunk, from the saved states), and
   collects `d W` as one matmul per chunk instead of one per step.
@@ -66,16 +67,28 @@ except ImportError:
 # (tens of microseconds) per CHUNK steps; a padded step costs memory, not compute.
 CHUNK = 32
 
-# Fewer rows than this per chain are not worth a core of their own; a chain of
-# fewer rows costs about as much per step (each step's matmuls are latency-bound).
+# Fewer rows than this per chain are not worth a core of their own.
 _MIN_ROWS_PER_CHAIN = 8
 
 # Rows per chain where the batch size is known only at run time: powers of two and
-# 1.5 times them, from _MIN_ROWS_PER_CHAIN up, so that every small batch (a partial
-# last batch, a few sequences) shares one compiled chunk.
-_ROW_BUCKETS = sorted(
-    {b for p in range(3, 21) for b in (2**p, 3 * 2**p // 2) if b >= _MIN_ROWS_PER_CHAIN}
-)
+# 1.5 times them.
+_ROW_BUCKETS = sorted({b for p in range(21) for b in (2**p, 3 * 2**p // 2) if b})
+
+# A step whose recurrent matmul (rows, units) @ (units, 4 units) has fewer FLOPs
+# than this takes about as long whatever its rows (XLA on the CPU, measured: 8 rows
+# cost 1.2x one row at 32 and 64 units, 1.3x two rows at 128, 2.6x at 128 and 3.9x
+# at 256).
+_LATENCY_BOUND_FLOPS = 2**18
+
+
+def _min_rows(units: int) -> int:
+    """The rows a chain is padded up to, at most _MIN_ROWS_PER_CHAIN: as many as
+    cost about what one row costs, so that small batches (a partial last batch, a
+    few sequences) share one compiled chunk where that costs nothing."""
+    rows = _MIN_ROWS_PER_CHAIN
+    while rows > 1 and 2 * rows * units * 4 * units > _LATENCY_BOUND_FLOPS:
+        rows //= 2
+    return rows
 
 
 def _cores() -> int:
@@ -94,24 +107,23 @@ def _cores() -> int:
     return max(1, cores)
 
 
-def _chain_layout(batch):
+def _chain_layout(batch, units):
     """(chains, rows per chain) for a batch size, a Python int or a scalar tensor.
 
     A batch size fixed in a graph is split evenly (the last chain may have a row of
-    padding), and a chain has at least _MIN_ROWS_PER_CHAIN rows, so that a small
-    fixed batch (`train_on_batch` on a partial batch) shares the compiled chunk of
-    the smallest bucket. In eager calls, or known only at run time, the rows are
-    rounded up to a bucket, so that a new batch size compiles at most once per
-    bucket.
+    padding); in eager calls, or known only at run time, the rows are rounded up to
+    a bucket, so that a new batch size compiles at most once per bucket. Either
+    way a chain has at least `_min_rows(units)` rows.
     """
     cores = _cores()
+    least = _min_rows(units)
     if isinstance(batch, int) and tf.executing_eagerly():
         batch = tf.constant(batch)
     if isinstance(batch, int):
         chains = max(1, min(cores, batch // _MIN_ROWS_PER_CHAIN))
-        return chains, max(_MIN_ROWS_PER_CHAIN, -(-batch // chains))
+        return chains, max(least, -(-batch // chains))
     buckets = tf.constant(_ROW_BUCKETS, tf.int32)
-    rows = -(-batch // cores)
+    rows = tf.maximum(least, -(-batch // cores))
     return cores, tf.gather(buckets, tf.searchsorted(buckets, rows[None]))[0]
 
 
@@ -517,7 +529,7 @@ def _chains(batch, x, h0, c0, mask):
     (chunks, CHUNK, rows, ...), zeros after the last step and in padding rows,
     and h0, c0 (rows, u). The one place the batch is split.
     """
-    chains, rows = _chain_layout(batch)
+    chains, rows = _chain_layout(batch, h0.shape[-1])
     pad_rows = chains * rows - batch
     steps = tf.shape(x)[0]
     pad_steps = -(-steps // CHUNK) * CHUNK - steps
