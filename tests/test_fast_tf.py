@@ -281,6 +281,28 @@ def _pair(rng, return_sequences=False):
     return ours, theirs
 
 
+def test_inference_gradients_with_a_batch_size_known_at_run_time_match_keras():
+    # Saliency: the input and weight gradients of a call with training=False, in a
+    # graph whose batch size is unknown (one sequence runs the plain loop, several
+    # the compiled one, behind one cond).
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(3, TIME, FEATURES)).astype("float32")
+    results = []
+    for layer in _pair(rng, return_sequences=True):
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, FEATURES])])
+        def gradients(x, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                y = tf.reduce_sum(tf.sin(layer(x, training=False)))
+            return tape.gradient(y, [x, *layer.trainable_weights])
+
+        results.append([gradients(x[:batch]) for batch in (3, 1)])
+    for ours, theirs in zip(*results, strict=True):
+        for a, b in zip(ours, theirs, strict=True):
+            np.testing.assert_allclose(a, b, atol=TOL, rtol=TOL)
+
+
 def test_gradient_penalty_with_nested_tapes_matches_keras():
     # WGAN-GP: the weights' gradient of the squared norm of the input gradient.
     rng = np.random.default_rng(8)
