@@ -75,9 +75,9 @@ _MIN_ROWS_PER_CHAIN = 8
 _ROW_BUCKETS = sorted({b for p in range(21) for b in (2**p, 3 * 2**p // 2) if b})
 
 # A step whose recurrent matmul (rows, units) @ (units, 4 units) has fewer FLOPs
-# than this takes about as long whatever its rows (XLA on the CPU, measured: 8 rows
-# cost 1.2x one row at 32 and 64 units, 1.3x two rows at 128, 2.6x at 128 and 3.9x
-# at 256).
+# than this takes about as long whatever its rows. Measured with XLA on the CPU, a
+# step of 8 rows against one of one row: 1.2x at 32 and 64 units, 2.6x at 128,
+# 3.9x at 256; of 2 rows at 128 units, 1.3x.
 _LATENCY_BOUND_FLOPS = 2**18
 
 
