@@ -74,14 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         # First: devices can be configured only before TensorFlow's first op.
         chief = distribute.is_chief(config)
         strategy = distribute.make_strategy(config)
-        task = tasks.make_task(
-            config.task,
-            seq_len=config.seq_len,
-            seed=config.seed,
-            num_train=config.num_train,
-            num_val=config.num_val,
-            data=config.data,
-        )
+        task = tasks.task_for(config)
         experiment.check_model(config, task)
         if chief:
             run_dirs = {v: experiment.plan_run_dir(config, v) for v in config.variants}

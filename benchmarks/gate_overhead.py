@@ -32,7 +32,7 @@ from tensorboard.compat.proto import event_pb2  # noqa: E402
 from keras_lstm import GateTensorBoard  # noqa: E402
 from keras_lstm.experiments.config import TrainConfig  # noqa: E402
 from keras_lstm.experiments.run import build_model  # noqa: E402
-from keras_lstm.experiments.tasks import make_task  # noqa: E402
+from keras_lstm.experiments.tasks import task_for  # noqa: E402
 from keras_lstm.gates import GateReader  # noqa: E402
 from keras_lstm.tensorboard.summary import (  # noqa: E402
     PLUGIN_NAME,
@@ -107,13 +107,7 @@ def main():
         return
 
     config = TrainConfig()
-    task = make_task(
-        config.task,
-        seq_len=config.seq_len,
-        seed=config.seed,
-        num_train=config.num_train,
-        num_val=config.num_val,
-    )
+    task = task_for(config)
     probe = task.x_val[: config.probe_size]
     labels = [task.step_labels(sequence) for sequence in probe]
     timings = {name: [] for name in SETTINGS}

@@ -586,11 +586,11 @@ def _uncompiled(
     matmul is cheap, and a process's first matmul of several rows costs tens of
     milliseconds of oneDNN set-up.
     """
-    ux = x if per_step else tf.tensordot(x, kernel, axes=1)
+    projected = None if per_step else tf.tensordot(x, kernel, axes=1)
     steps = tf.shape(x)[0]
 
     def body(t, h, c, hs):
-        ux_t = tf.matmul(ux[t], kernel) if per_step else ux[t]
+        ux_t = tf.matmul(x[t], kernel) if per_step else projected[t]
         m = None if mask is None else mask[t]
         _, h, c = _masked_step(cell, ux_t, m, h, c, recurrent_kernel, weights)
         return t + 1, h, c, hs.write(t, h)

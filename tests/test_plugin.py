@@ -88,13 +88,7 @@ def logs(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("plugin") / "logs"
     assert train.main(["--logdir", str(logdir), *TRAIN_ARGS]) == 0
     config = config_lib.from_args(TRAIN_ARGS)
-    task = tasks.make_task(
-        config.task,
-        seq_len=config.seq_len,
-        seed=config.seed,
-        num_train=config.num_train,
-        num_val=config.num_val,
-    )
+    task = tasks.task_for(config)
     probe = task.x_val[: config.probe_size]
     trained = keras.saving.load_model(logdir / "tiny" / BEST_MODEL)
     # The adding problem's labels: the two marked values, the rest blank.

@@ -184,6 +184,18 @@ def make_task(
     return _text(data, seq_len, num_train, num_val, rng_train, rng_val)
 
 
+def task_for(config) -> Task:
+    """The task a `TrainConfig` describes (`make_task` with its settings)."""
+    return make_task(
+        config.task,
+        seq_len=config.seq_len,
+        seed=config.seed,
+        num_train=config.num_train,
+        num_val=config.num_val,
+        data=config.data,
+    )
+
+
 def _adding(seq_len, num_train, num_val, rng_train, rng_val) -> Task:
     """Adding problem (Hochreiter and Schmidhuber 1997; modern form).
 

@@ -133,31 +133,13 @@ class GatesPlugin(base_plugin.TBPlugin):
         gates_tags = {run: tags for run, tags in gates_tags.items() if tags}
         if not gates_tags:
             return {"runs": {}}
-        steps = self._provider.read_blob_sequences(
-            ctx,
-            experiment_id=eid,
-            plugin_name=PLUGIN_NAME,
-            downsample=_ALL_STEPS,
-            run_tag_filter=provider.RunTagFilter(
-                runs=list(gates_tags),
-                tags=sorted({t for tags in gates_tags.values() for t in tags}),
-            ),
+        tags = {t for run_tags in gates_tags.values() for t in run_tags}
+        steps = self._read_all(
+            self._provider.read_blob_sequences, ctx, eid, gates_tags, tags
         )
-        masks = self._provider.read_tensors(
-            ctx,
-            experiment_id=eid,
-            plugin_name=PLUGIN_NAME,
-            downsample=_ALL_STEPS,
-            run_tag_filter=provider.RunTagFilter(
-                runs=list(gates_tags),
-                tags=sorted(
-                    {
-                        f"{_layer_of(t)}/{MASK_TAG}"
-                        for tags in gates_tags.values()
-                        for t in tags
-                    }
-                ),
-            ),
+        mask_tags = {f"{_layer_of(t)}/{MASK_TAG}" for t in tags}
+        masks = self._read_all(
+            self._provider.read_tensors, ctx, eid, gates_tags, mask_tags
         )
         runs = {}
         for run in sorted(gates_tags):
@@ -313,12 +295,8 @@ class GatesPlugin(base_plugin.TBPlugin):
     def _blobs(self, ctx, eid, run, layer) -> dict[int, tuple[str, float]]:
         """`{step: (blob key, wall time)}` of a layer's gates; no data is read."""
         tag = f"{layer}/{GATES_TAG}"
-        data = self._provider.read_blob_sequences(
-            ctx,
-            experiment_id=eid,
-            plugin_name=PLUGIN_NAME,
-            downsample=_ALL_STEPS,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
+        data = self._read_all(
+            self._provider.read_blob_sequences, ctx, eid, [run], [tag]
         )
         if run not in data and not self._has_run(ctx, eid, run):
             raise BadRequest(
@@ -333,6 +311,17 @@ class GatesPlugin(base_plugin.TBPlugin):
             )
         return {d.step: (d.values[0].blob_key, d.wall_time) for d in series}
 
+    def _read_all(self, read, ctx, eid, runs, tags) -> dict:
+        """Every kept step of `tags` in `runs`, by `read` (the data provider's
+        `read_blob_sequences` or `read_tensors`): `{run: {tag: [datum]}}`."""
+        return read(
+            ctx,
+            experiment_id=eid,
+            plugin_name=PLUGIN_NAME,
+            downsample=_ALL_STEPS,
+            run_tag_filter=provider.RunTagFilter(runs=sorted(runs), tags=sorted(tags)),
+        )
+
     def _has_run(self, ctx, eid, run) -> bool:
         series = self._provider.list_blob_sequences(
             ctx, experiment_id=eid, plugin_name=PLUGIN_NAME
@@ -341,13 +330,7 @@ class GatesPlugin(base_plugin.TBPlugin):
 
     def _series(self, ctx, eid, run, tag) -> list:
         """Every kept step of a small tensor series (a mask, the labels)."""
-        data = self._provider.read_tensors(
-            ctx,
-            experiment_id=eid,
-            plugin_name=PLUGIN_NAME,
-            downsample=_ALL_STEPS,
-            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
-        )
+        data = self._read_all(self._provider.read_tensors, ctx, eid, [run], [tag])
         series = data.get(run, {}).get(tag)
         if not series:
             raise BadRequest(f"Run {run!r} has no {tag!r} (written by keras_lstm?)")
