@@ -267,6 +267,31 @@ def test_other_activations_run_compiled_and_match_the_cell_loop(gradients):
         np.testing.assert_allclose(a, e, atol=1e-5, rtol=1e-4)
 
 
+def test_an_activation_that_overflows_in_an_unused_gate_keeps_gradients_finite(
+    gradients,
+):
+    # The sigmoid gates are activated on all four gates' z at once where that is
+    # faster (LSTMCell._gates); with exp as the gate activation, the candidate's
+    # quarter would hold exp(100) = inf, and its gradient 0 * inf = NaN.
+    rng = np.random.default_rng(8)
+    options = dict(recurrent_activation="exponential", return_sequences=True)
+    ours = keras_lstm.LSTM(UNITS, **options)
+    theirs = keras.layers.LSTM(UNITS, **options)
+    x = np.abs(rng.normal(size=(2, 5, FEATURES))).astype("float32")
+    for layer in (ours, theirs):
+        layer.build(x.shape)
+    kernel = rng.normal(0, 0.05, size=(FEATURES, 4 * UNITS)).astype("float32")
+    kernel[:, 2 * UNITS : 3 * UNITS] = 60.0  # z_g of 100s: tanh saturates, exp does not
+    recurrent = np.zeros((UNITS, 4 * UNITS), "float32")
+    weights = [kernel, recurrent, np.zeros(4 * UNITS, "float32")]
+    ours.set_weights(weights)
+    theirs.set_weights(weights)
+    expected, actual = gradients(theirs, x), gradients(ours, x)
+    for e, a in zip(sum(expected, []), sum(actual, []), strict=True):
+        assert np.all(np.isfinite(a))
+        np.testing.assert_allclose(a, e, atol=1e-4, rtol=1e-4)
+
+
 # Higher-order and forward-mode autodiff, against keras.layers.LSTM.
 
 
