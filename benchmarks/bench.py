@@ -3,8 +3,9 @@
 Model: LSTM(128) -> Dense(1), Adam, MSE, `model.compile(optimizer="adam", loss="mse")`
 with default arguments, batch 64, 32 features. Throughput is steps per second of
 `model.fit` / `model.predict` after warm-up, timed from the end of the first batch to
-the end of the last with a callback. The two Keras layers are measured alternately in
-one process, so both see the same machine load; the table shows medians over repeats.
+the end of the last with a callback. Each repeat measures the two Keras layers, in
+one process, and then PyTorch, in a process of its own that waits for its turn, so that
+all three see the same machine load; the table shows medians over repeats.
 
 Peak memory is the peak RSS of a fresh process over three training steps after a
 warm-up step, minus its RSS before them. The last line compares
@@ -17,10 +18,11 @@ this machine's matmul peak the run reaches: the step's matmul FLOPs (forward
 float32 matmul on all cores, measured in the same run.
 
     python benchmarks/bench.py            # full run
-    python benchmarks/bench.py --quick    # seq length 100 only, fewer repeats
+    python benchmarks/bench.py --quick    # seq length 100 only
 """
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -54,10 +56,8 @@ def machine_description():
     versions = f"python {platform.python_version()}, tensorflow {tf.__version__}"
     versions += f", keras {keras.__version__}, numpy {np.__version__}"
     try:
-        import torch
-
-        versions += f", torch {torch.__version__}"
-    except ImportError:
+        versions += f", torch {importlib.metadata.version('torch')}"
+    except importlib.metadata.PackageNotFoundError:
         pass
     return f"{cpu}, {os.cpu_count()} cores; {versions}"
 
@@ -146,20 +146,24 @@ def steps_for(seq_len, quick):
     return max(4, (10 if quick else 20) * 100 // seq_len)
 
 
-def measure_keras(layers, seq_len, repeats, quick, predict):
-    """{name: {"train": [...], "predict": [...]}}, measured alternately."""
+def measure(layers, seq_len, repeats, quick, predict, torch=None):
+    """{name: {"train": [...], "predict": [...]}}, measured alternately: each
+    repeat measures every layer in turn, then PyTorch (a `TorchChild`, if given)."""
     x, y = data(seq_len, steps_for(seq_len, quick))
     models = {name: build_model(cls, seq_len) for name, cls in layers.items()}
     for model in models.values():  # warm-up: tracing, XLA compilation
         train_rate(model, x[: 3 * BATCH], y[: 3 * BATCH])
         if predict:
             predict_rate(model, x[: 3 * BATCH])
-    rates = {name: {"train": [], "predict": []} for name in models}
+    rates = {name: {"train": [], "predict": []} for name in [*models, "torch"]}
     for _ in range(repeats):
         for name, model in models.items():
             rates[name]["train"].append(train_rate(model, x, y))
             if predict:
                 rates[name]["predict"].append(predict_rate(model, x))
+        if torch is not None:
+            for what in ("train", "predict") if predict else ("train",):
+                rates["torch"][what].append(torch.rate(seq_len, what))
     return rates
 
 
@@ -205,9 +209,19 @@ def gate_cost(repeats):
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def child_torch(seq_lens, repeats, quick):
-    """Runs in a fresh process: PyTorch nn.LSTM, same model, default threads."""
-    import torch
+def child_torch(quick):
+    """Runs in a process of its own: PyTorch nn.LSTM, same model, default threads.
+
+    Reads requests "SEQ_LEN WHAT" (WHAT: train or predict) from stdin and answers
+    each with one measurement, steps per second, so that the parent alternates
+    PyTorch with the Keras layers in time. Answers "unavailable" first if PyTorch
+    cannot be imported, else "ready".
+    """
+    try:
+        import torch
+    except ImportError:
+        print("unavailable", flush=True)
+        return
 
     class Model(torch.nn.Module):
         def __init__(self):
@@ -218,11 +232,10 @@ def child_torch(seq_lens, repeats, quick):
         def forward(self, x):
             return self.dense(self.lstm(x)[0][:, -1])
 
-    def rates_for(seq_len):
+    def steps_for_length(seq_len):
         model = Model()
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         x, y = (torch.from_numpy(a) for a in data(seq_len, 1))
-        steps = steps_for(seq_len, quick)
 
         def train():
             optimizer.zero_grad()
@@ -233,17 +246,45 @@ def child_torch(seq_lens, repeats, quick):
             with torch.no_grad():
                 model(x)
 
-        rates = {"train": [], "predict": []}
-        for name, step in (("train", train), ("predict", predict)):
-            step()
-            for _ in range(repeats):
-                start = time.perf_counter()
-                for _ in range(steps):
-                    step()
-                rates[name].append(steps / (time.perf_counter() - start))
-        return rates
+        train()  # warm-up
+        predict()
+        return {"train": train, "predict": predict}
 
-    return {seq_len: rates_for(seq_len) for seq_len in seq_lens}
+    print("ready", flush=True)
+    models = {}
+    for request in sys.stdin:
+        seq_len, what = request.split()
+        seq_len = int(seq_len)
+        if seq_len not in models:
+            models[seq_len] = steps_for_length(seq_len)
+        step, steps = models[seq_len][what], steps_for(seq_len, quick)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        print(steps / (time.perf_counter() - start), flush=True)
+
+
+class TorchChild:
+    """The PyTorch process of `child_torch`, measured on request."""
+
+    def __init__(self, quick):
+        args = [sys.executable, __file__, "--child", "torch"]
+        self.process = subprocess.Popen(
+            args + (["--quick"] if quick else []),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.available = self.process.stdout.readline().strip() == "ready"
+
+    def rate(self, seq_len, what):
+        self.process.stdin.write(f"{seq_len} {what}\n")
+        self.process.stdin.flush()
+        return float(self.process.stdout.readline())
+
+    def close(self):
+        self.process.stdin.close()
+        self.process.wait()
 
 
 def _in_child(*args):
@@ -256,7 +297,7 @@ def _in_child(*args):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--quick", action="store_true", help="seq length 100, 3 repeats"
+        "--quick", action="store_true", help="seq length 100 only"
     )
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--repeats", type=int, default=5)
@@ -265,10 +306,10 @@ def main():
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.quick:
-        args.seq_lens, args.repeats = [100], 3
+        args.seq_lens = [100]
     if args.child:
         if args.child[0] == "torch":
-            print(json.dumps(child_torch(args.seq_lens, args.repeats, args.quick)))
+            child_torch(args.quick)
         else:
             print(json.dumps(child_memory(args.child[0], int(args.child[1]))))
         return
@@ -283,32 +324,28 @@ def main():
         f"{args.repeats} repeats; ours = keras_lstm.LSTM\n"
     )
 
-    torch_rates = {}
-    try:
-        import torch  # noqa: F401
-
-        child_args = ["--child", "torch", "--repeats", str(args.repeats), "--seq-lens"]
-        child_args += [str(t) for t in args.seq_lens] + (
-            ["--quick"] if args.quick else []
-        )
-        torch_rates = {int(k): v for k, v in _in_child(*child_args).items()}
-    except ImportError:
+    torch = TorchChild(args.quick)
+    if not torch.available:
         print("torch not importable: PyTorch column skipped")
+        torch.close()
+        torch = None
 
     header = f"{'seq':>5} {'what':>8} {'keras/s':>8} {'ours/s':>8} {'ours/keras':>10}"
     header += f" {'torch/s':>8} {'ours/torch':>10} {'of peak':>8}"
     print(header)
     memory = []
     for seq_len in args.seq_lens:
-        rates = measure_keras(layers, seq_len, args.repeats, args.quick, seq_len == 100)
+        rates = measure(
+            layers, seq_len, args.repeats, args.quick, seq_len == 100, torch
+        )
         for what in ("train", "predict"):
             if not rates["ours"][what]:
                 continue
             k = statistics.median(rates["keras"][what])
             o = statistics.median(rates["ours"][what])
             row = f"{seq_len:>5} {what:>8} {k:>8.2f} {o:>8.2f} {o / k:>9.2f}x"
-            if seq_len in torch_rates:
-                t = statistics.median(torch_rates[seq_len][what])
+            if rates["torch"][what]:
+                t = statistics.median(rates["torch"][what])
                 row += f" {t:>8.2f} {o / t:>9.2f}x"
             else:
                 row += f" {'':>8} {'':>10}"
@@ -318,6 +355,8 @@ def main():
             which = ["keras", "ours"]
             mib = [_in_child("--child", w, str(seq_len))["peak_mib"] for w in which]
             memory.append(f"{seq_len:>5} {mib[0]:>11.0f} {mib[1]:>11.0f}")
+    if torch is not None:
+        torch.close()
     if not args.no_variants:
         print("\nevery variant, seq 100 (ratios to keras.layers.LSTM, standard)")
         columns = ("train/s", "x keras", "predict/s", "x keras")
@@ -326,7 +365,7 @@ def main():
 
         variant_layers = {"keras": keras.layers.LSTM}
         variant_layers.update({v: ours(v) for v in VARIANTS})
-        rates = measure_keras(variant_layers, 100, args.repeats, args.quick, True)
+        rates = measure(variant_layers, 100, args.repeats, args.quick, True)
         k = {w: statistics.median(rates["keras"][w]) for w in ("train", "predict")}
         for v in VARIANTS:
             t, p = (statistics.median(rates[v][w]) for w in ("train", "predict"))
