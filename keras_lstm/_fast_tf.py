@@ -6,14 +6,14 @@ while-loop gradient, one small matmul per step for each weight gradient. Here th
 loop calls the cell's own equations (`LSTMCell.step`, for any variant and
 activation), and the work around it is reorganised:
 
-- the input projections of all steps are one matmul, `x @ kernel` over
-  `(batch * time, input_dim)`, outside the loop; TensorFlow differentiates it, so
-  `dx` and `d kernel` are one matmul each too;
 - the recurrence runs in chunks of `CHUNK` steps. A chunk is one XLA computation,
   a while loop whose trip count is a runtime value, so one compiled chunk serves
   every sequence length: the time axis is padded to a whole number of chunks and
   the last chunk runs only its real steps. An uncompiled `tf.while_loop` walks
   over the chunks;
+- the input projections of a chunk's steps are one matmul, `x @ kernel` over
+  `(CHUNK * batch, input_dim)`, before its loop, and so are `dx` and `d kernel`
+  in its backward; nothing 4*units wide per step outlives a chunk;
 - the batch is split into chains, one per core, that run concurrently (XLA runs a
   loop's small matmuls on one core). Where the batch size is only known at run time,
   each chain's rows are padded up to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ...,
