@@ -344,15 +344,16 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
 
         An element-wise activation is called once: on `whole`, all four gates'
         z of which `z` are slices, where given, else on the concatenation of `z`.
-        The same numbers, in fewer and faster compiled loops. Measured with XLA
-        on a CPU (batch 32, 128 units, a step with its matmul, forward and
-        backward): separate calls 190 and 370 microseconds, the concatenation of
-        i, f and o 200 and 365 (XLA compiles that concatenation of slices into
-        scalar code), `whole` 130 and 335, the g quarter computed in vain
-        included. Variants that drop a gate or normalise z ran slower on `whole`
-        (its gradient then concatenates zeros), so `step` gives it only where all
-        four gates are used as they come. Not for an activation whose derivative
-        can overflow: the gradient of the unused quarter would be 0 * inf.
+        The same numbers, in fewer compiled loops: XLA compiles a concatenation
+        of slices into scalar code, and one activation of `whole` into one
+        vectorised loop, the g quarter computed in vain included. Measured with
+        XLA on a CPU, a forward step alone with its matmul, batch 32, 128 units:
+        whole 96-108 microseconds, the concatenation of i, f and o 158-173,
+        separate calls 165-190. Variants that drop a gate or normalise z ran
+        slower on `whole` in their backward pass (its gradient concatenates
+        zeros), so `step` gives it only where all four gates are used as they
+        come. Not for an activation whose derivative can overflow: the gradient
+        of the unused quarter would be 0 * inf.
         """
         activation = self.recurrent_activation
         name = keras.activations.serialize(activation)
