@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import os
+import threading
 
 import tensorflow as tf
 from tensorflow.core.framework import attr_value_pb2
@@ -147,6 +148,7 @@ class _Loops:
 
     def __init__(self, cell):
         self.cell = cell
+        self._warmed = set()
         self.forward_chunk = tf.function(
             self._forward_chunk, jit_compile=True, autograph=False
         )
@@ -208,9 +210,14 @@ class _Loops:
         trace for several layers); a trace of its own for each would be compiled
         anew for the same actual shapes. XLA compiles once per actual shape.
         """
+        return _Loops._concrete(chunk, x, *args)(x, *args)
+
+    @staticmethod
+    def _concrete(chunk, x, *args):
+        """The trace `call` calls, for tensors or `tf.TensorSpec`s."""
 
         def loose(a, keep_last=True):
-            if not isinstance(a, tf.Tensor):
+            if not isinstance(a, (tf.Tensor, tf.TensorSpec)):
                 return a
             shape = [None] * a.shape.rank
             if keep_last and shape:
@@ -218,7 +225,79 @@ class _Loops:
             return tf.TensorSpec(shape, a.dtype)
 
         specs = (loose(x, keep_last=False), *tf.nest.map_structure(loose, args))
-        return chunk.get_concrete_function(*specs)(x, *args)
+        return chunk.get_concrete_function(*specs)
+
+    def warm_up(self, x, h, c, mask, kernel, recurrent_kernel, weights, backward):
+        """Compiles the chunks for these shapes in a thread of their own.
+
+        Called while a graph that runs them is being traced. XLA compiles a chunk
+        when it first runs, so the graph's first run would wait for both
+        compilations (about 0.25 s forward and 0.5 s backward for `LSTM(32)`) after
+        all the tracing; started here, they overlap with the rest of the tracing
+        (Keras traces a train step twice), and the graph finds them in XLA's
+        cache. Once per shape; nothing in eager calls, or where a shape is known
+        only at run time. Takes tensors or `tf.TensorSpec`s: x (CHUNK, b,
+        input_dim) and mask (CHUNK, b, 1) or None, one chunk's; h, c (b, u);
+        backward: whether to compile the backward chunk too (a training step).
+        """
+        tensors = [x, h, c, kernel, recurrent_kernel, *weights.values()]
+        tensors += [] if mask is None else [mask]
+        if tf.executing_eagerly() or not all(
+            t.shape.is_fully_defined() for t in tensors
+        ):
+            return
+        key = (tuple(tuple(t.shape) for t in tensors), x.dtype, mask is None)
+        wanted = ["forward", "backward"] if backward else ["forward"]
+        wanted = [w for w in wanted if (w, key) not in self._warmed]
+        if not wanted:
+            return
+        self._warmed.update((w, key) for w in wanted)
+
+        def spec(t):
+            return None if t is None else tf.TensorSpec(t.shape, t.dtype)
+
+        x, h, c, mask, kernel, recurrent_kernel = map(
+            spec, (x, h, c, mask, kernel, recurrent_kernel)
+        )
+        weights = {name: spec(w) for name, w in weights.items()}
+        n = tf.TensorSpec([], tf.int32)
+        states = tf.TensorSpec([CHUNK, *h.shape], h.dtype)
+        calls = {
+            "forward": (
+                self.forward_chunk,
+                (x, h, c, mask, n, kernel, recurrent_kernel, weights, ("h", "c")),
+            ),
+            "backward": (
+                self.backward_chunk,
+                (x, states, states, h, c, mask, n, states, h, c, kernel,
+                 recurrent_kernel, weights),
+            ),
+        }  # fmt: skip
+        # Traced here, in this thread, where the graph being traced would trace
+        # them (under tf.init_scope, in a replica context of a MirroredStrategy,
+        # the run's losses changed); tracing holds the interpreter anyway.
+        runs = [(self._concrete(*calls[w][:1], *calls[w][1]), calls[w][1])
+                for w in wanted]  # fmt: skip
+
+        def compile_chunks():
+            def zeros(a):
+                if isinstance(a, tf.TensorSpec):
+                    return tf.zeros(a.shape, a.dtype)
+                return a
+
+            try:
+                for concrete, args in runs:
+                    # Called from a graph, as the model calls it: XLA's cache
+                    # tells a chunk called eagerly from one called in a graph.
+                    # n = 0: no step runs, and XLA compiles for these shapes.
+                    run = tf.function(lambda *a, f=concrete: f(*a), autograph=False)
+                    run(*tf.nest.map_structure(zeros, args))
+            except Exception:  # noqa: BLE001
+                pass  # the graph's own call compiles again and reports the error
+
+        # Not a daemon: the interpreter waits for it before it exits, instead of
+        # tearing TensorFlow down under a running compilation.
+        threading.Thread(target=compile_chunks).start()
 
     def _step_vjp(self, ux_t, wh_t, c_prev, weights, dh, dc):
         """The VJP of `LSTMCell.step` at one step, by autodiff of the step alone.
@@ -560,12 +639,24 @@ def _batch_size(inputs):
     return static if static is not None else tf.shape(inputs)[0]
 
 
-def _compiled(loops, x, h0, c0, mask, kernel, recurrent_kernel, weights, batch):
+def _compiled(
+    loops, x, h0, c0, mask, kernel, recurrent_kernel, weights, batch, training=False
+):  # fmt: skip
     """hs (time, batch, u), h_T, c_T from the compiled chunks, chains in parallel."""
     steps = tf.shape(x)[0]
+    parts = list(_chains(batch, x, h0, c0, mask))
+
+    def one_chunk(a):  # (chunks, CHUNK, ...) -> (CHUNK, ...)
+        return None if a is None else tf.TensorSpec(a.shape[1:], a.dtype)
+
+    x_c, h, c, m = parts[0]  # every chain has the same shapes
+    loops.warm_up(
+        one_chunk(x_c), h, c, one_chunk(m), kernel, recurrent_kernel, weights,
+        backward=training,
+    )  # fmt: skip
     chains = [
         _chain(loops, x, h, c, m, steps, kernel, recurrent_kernel, weights)
-        for x, h, c, m in _chains(batch, x, h0, c0, mask)
+        for x, h, c, m in parts
     ]
     hs, h_last, c_last = zip(*chains, strict=True)
     return (
@@ -671,7 +762,7 @@ def lstm_sequence(
     args = (x, h0, c0, mask, kernel, recurrent_kernel, weights)
 
     def compiled():
-        return _compiled(_loops_for(cell), *args, batch)
+        return _compiled(_loops_for(cell), *args, batch, training)
 
     def uncompiled():
         run = _uncompiled_graph if tf.executing_eagerly() else _uncompiled

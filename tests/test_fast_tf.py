@@ -493,6 +493,48 @@ def test_small_batches_share_one_compiled_chunk(tmp_path):
     assert after == first
 
 
+_WARM_UP = """
+import os, sys, threading, numpy as np, tensorflow as tf, keras_lstm
+
+def compilations():
+    return sum(name.endswith(".before_optimizations.txt") for name in os.listdir(DUMP))
+
+DUMP = sys.argv[1]
+layer = keras_lstm.LSTM(8, return_sequences=True)
+x = tf.ones((16, 40, 2))
+mask = tf.sequence_mask([40] * 10 + [25] * 6, 40)
+layer.build(x.shape)
+
+@tf.function
+def train_step(x, mask):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x, mask=mask, training=True))
+    return tape.gradient(loss, layer.trainable_weights)
+
+train_step.get_concrete_function(x, mask)  # traced: nothing has run yet
+for thread in threading.enumerate():
+    if thread is not threading.current_thread():
+        thread.join()
+print(compilations())
+train_step(x, mask)
+print(compilations())
+"""
+
+
+def test_a_traced_train_step_finds_its_chunks_compiled(tmp_path):
+    # Tracing starts the chunks' compilation (forward and backward) for the shapes
+    # traced; the first run then compiles nothing.
+    env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={tmp_path}")
+    result = subprocess.run(
+        [sys.executable, "-c", _WARM_UP, str(tmp_path)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    traced, run = map(int, result.stdout.split()[-2:])
+    assert traced == 2  # the forward and the backward chunk
+    assert run == traced
+
+
 def _text_model(layer):
     inputs = keras.Input((None,), dtype="int32")
     x = keras.layers.Embedding(20, 4, mask_zero=True)(inputs)
