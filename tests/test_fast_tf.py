@@ -459,13 +459,33 @@ def test_models_share_the_traced_chunk_loops():
     assert second.tolist() == [0, 0], counts
 
 
-_SMALL_BATCHES = """
-import os, sys, numpy as np, keras, keras_lstm
+# XLA writes every module it compiles to --xla_dump_to: the scripts below count
+# them with compilations(), in a fresh process.
+_COUNTING = """
+import os, sys
 
 def compilations():
     return sum(name.endswith(".before_optimizations.txt") for name in os.listdir(DUMP))
 
 DUMP = sys.argv[1]
+"""
+
+
+def _printed_counts(script, dump, *args):
+    """Runs `script` in a fresh Python dumping XLA's modules to `dump`; returns
+    the last two numbers it printed."""
+    dump.mkdir(exist_ok=True)
+    env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={dump}")
+    result = subprocess.run(
+        [sys.executable, "-c", _COUNTING + script, str(dump), *map(str, args)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [int(n) for n in result.stdout.split()[-2:]]
+
+
+_SMALL_BATCHES = """
+import numpy as np, keras, keras_lstm
 layers = [keras.Input((None, 2)), keras_lstm.LSTM(3), keras.layers.Dense(1)]
 model = keras.Sequential(layers)
 model.compile("sgd", "mse")
@@ -482,24 +502,13 @@ print(compilations())
 def test_small_batches_share_one_compiled_chunk(tmp_path):
     # Every batch of up to 8 rows per chain, fixed in the graph or not, runs the
     # chunks compiled for the first one.
-    env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={tmp_path}")
-    result = subprocess.run(
-        [sys.executable, "-c", _SMALL_BATCHES, str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    first, after = map(int, result.stdout.split()[-2:])
+    first, after = _printed_counts(_SMALL_BATCHES, tmp_path / "xla")
     assert first > 0
     assert after == first
 
 
 _WARM_UP = """
-import os, sys, threading, numpy as np, tensorflow as tf, keras_lstm
-
-def compilations():
-    return sum(name.endswith(".before_optimizations.txt") for name in os.listdir(DUMP))
-
-DUMP = sys.argv[1]
+import threading, tensorflow as tf, keras_lstm
 layer = keras_lstm.LSTM(8, return_sequences=True)
 x = tf.ones((16, 40, 2))
 mask = tf.sequence_mask([40] * 10 + [25] * 6, 40)
@@ -524,13 +533,7 @@ print(compilations())
 def test_a_traced_train_step_finds_its_chunks_compiled(tmp_path):
     # Tracing starts the chunks' compilation (forward and backward) for the shapes
     # traced; the first run then compiles nothing.
-    env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={tmp_path}")
-    result = subprocess.run(
-        [sys.executable, "-c", _WARM_UP, str(tmp_path)],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    traced, run = map(int, result.stdout.split()[-2:])
+    traced, run = _printed_counts(_WARM_UP, tmp_path / "xla")
     assert traced == 2  # the forward and the backward chunk
     assert run == traced
 
@@ -569,12 +572,7 @@ def test_one_sequence_at_inference_matches_keras(tmp_path):
 
 
 _SERVING = """
-import os, sys, numpy as np, keras, tensorflow as tf, keras_lstm
-
-def compilations():
-    return sum(name.endswith(".before_optimizations.txt") for name in os.listdir(DUMP))
-
-DUMP = sys.argv[1]
+import numpy as np, keras, tensorflow as tf, keras_lstm
 inputs = keras.Input((None,), dtype="int32")
 x = keras.layers.Embedding(20, 4, mask_zero=True)(inputs)
 model = keras.Model(inputs, keras_lstm.LSTM(3)(x))
@@ -590,14 +588,8 @@ print(compilations())
 
 
 def test_one_sequence_at_inference_compiles_nothing(tmp_path):
-    # XLA writes every module it compiles to --xla_dump_to: count them.
-    env = dict(os.environ, XLA_FLAGS=f"--xla_dump_to={tmp_path / 'xla'}")
-    (tmp_path / "xla").mkdir()
-    result = subprocess.run(
-        [sys.executable, "-c", _SERVING, str(tmp_path / "xla"), str(tmp_path / "m")],
-        env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-2000:]
-    batch_of_one, batch_of_three = map(int, result.stdout.split()[-2:])
+    batch_of_one, batch_of_three = _printed_counts(
+        _SERVING, tmp_path / "xla", tmp_path / "m"
+    )
     assert batch_of_one == 0
     assert batch_of_three > 0
