@@ -296,9 +296,7 @@ def _in_child(*args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--quick", action="store_true", help="seq length 100 only"
-    )
+    parser.add_argument("--quick", action="store_true", help="seq length 100 only")
     parser.add_argument("--seq-lens", type=int, nargs="+", default=[100, 300, 1000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-memory", action="store_true", help="skip peak RSS")

@@ -276,8 +276,9 @@ class _Loops:
         # Traced here, in this thread, where the graph being traced would trace
         # them (under tf.init_scope, in a replica context of a MirroredStrategy,
         # the run's losses changed); tracing holds the interpreter anyway.
-        runs = [(self._concrete(*calls[w][:1], *calls[w][1]), calls[w][1])
-                for w in wanted]  # fmt: skip
+        runs = []
+        for function, args in (calls[w] for w in wanted):
+            runs.append((self._concrete(function, *args), args))
 
         def compile_chunks():
             def zeros(a):

@@ -350,11 +350,11 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
         XLA on a CPU, a forward step alone with its matmul, batch 32, 128 units:
         whole 96-108 microseconds, the concatenation of i, f and o 158-173,
         separate calls 165-190 (in whole runs: a training epoch of 8-row chains
-        about 20% faster, 32-row chains unchanged). Variants that drop a gate or normalise z ran
-        slower on `whole` in their backward pass (its gradient concatenates
-        zeros), so `step` gives it only where all four gates are used as they
-        come. Not for an activation whose derivative can overflow: the gradient
-        of the unused quarter would be 0 * inf.
+        about 20% faster, 32-row chains unchanged). Variants that drop a gate or
+        normalise z ran slower on `whole` in their backward pass (its gradient
+        concatenates zeros), so `step` gives it only where all four gates are
+        used as they come. Not for an activation whose derivative can overflow:
+        the gradient of the unused quarter would be 0 * inf.
         """
         activation = self.recurrent_activation
         name = keras.activations.serialize(activation)
