@@ -280,6 +280,9 @@ class _Loops:
         for function, args in (calls[w] for w in wanted):
             runs.append((self._concrete(function, *args), args))
 
+        def in_graph(concrete):
+            return lambda *args: concrete(*args)
+
         def compile_chunks():
             def zeros(a):
                 if isinstance(a, tf.TensorSpec):
@@ -290,9 +293,14 @@ class _Loops:
                 for concrete, args in runs:
                     # Called from a graph, as the model calls it: XLA's cache
                     # tells a chunk called eagerly from one called in a graph.
+                    # Traced through get_concrete_function: a new tf.function
+                    # traced by its first call counts towards TensorFlow's
+                    # warning about functions that retrace too often.
                     # n = 0: no step runs, and XLA compiles for these shapes.
-                    run = tf.function(lambda *a, f=concrete: f(*a), autograph=False)
-                    run(*tf.nest.map_structure(zeros, args))
+                    run = tf.function(in_graph(concrete), autograph=False)
+                    run.get_concrete_function(*args)(
+                        *tf.nest.map_structure(zeros, args)
+                    )
             except Exception:  # noqa: BLE001
                 pass  # the graph's own call compiles again and reports the error
 

@@ -1,8 +1,10 @@
 """The compiled TensorFlow loop against keras.layers.LSTM and against the cell loop."""
 
+import logging
 import os
 import subprocess
 import sys
+import threading
 
 import keras
 import numpy as np
@@ -593,3 +595,30 @@ def test_one_sequence_at_inference_compiles_nothing(tmp_path):
     )
     assert batch_of_one == 0
     assert batch_of_three > 0
+
+
+def test_many_warm_ups_log_no_retracing_warning():
+    # Each traced shape compiles its chunks from a function of its own; TensorFlow
+    # must not take those for one function that retraces too often.
+    layer = keras_lstm.LSTM(4)
+    layer.build((None, None, FEATURES))
+
+    @tf.function
+    def train_step(x):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x, training=True))
+        return tape.gradient(loss, layer.trainable_weights)
+
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logging.getLogger("tensorflow").addHandler(handler)
+    try:
+        for batch in range(9, 16):
+            train_step.get_concrete_function(tf.TensorSpec([batch, 3, FEATURES]))
+        for thread in threading.enumerate():
+            if thread is not threading.current_thread():
+                thread.join()
+    finally:
+        logging.getLogger("tensorflow").removeHandler(handler)
+    assert not [m for m in messages if "retracing" in m]
