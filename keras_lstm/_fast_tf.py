@@ -41,7 +41,6 @@ import os
 import threading
 
 import tensorflow as tf
-from tensorflow.core.framework import attr_value_pb2
 
 try:
     # What tf.custom_gradient itself asks; there is no public equivalent.
@@ -708,23 +707,6 @@ def _uncompiled(
 _uncompiled_graph = tf.function(_uncompiled, autograph=False, reduce_retracing=True)
 
 
-def _lazy_cond(pred, true_fn, false_fn):
-    """`tf.cond` whose If op is not lowered into the caller's graph.
-
-    A lowered cond (TensorFlow's default in graphs) inlines both branches, and the
-    first call of the graph prepares both: at batch one, the compiled loop's
-    graph would cost more to prepare (about 0.1 s) than the whole call. Unlowered,
-    the If kernel runs each branch as a function of its own, prepared when it first
-    runs. Setting the attribute is the only way to ask for it (`cond_v2` sets it).
-    """
-    outputs = tf.cond(pred, true_fn, false_fn)
-    op = tf.nest.flatten(outputs)[0].op
-    while op.type not in ("If", "StatelessIf"):
-        op = op.inputs[0].op
-    op._set_attr("_lower_using_switch_merge", attr_value_pb2.AttrValue(b=False))
-    return outputs
-
-
 def lstm_sequence(
     cell,
     inputs: tf.Tensor,
@@ -755,10 +737,11 @@ def lstm_sequence(
             previous output.
         return_sequences: if False, `outputs` is `last_output` as (batch, 1, units),
             which is what `keras.backend.rnn(..., return_all_outputs=False)` returns.
-        training: whether the call trains. Outside training, a batch of one
-            sequence (serving, one request at a time) runs the uncompiled loop: a
-            compilation (about half a second) would cost more than hundreds of such
-            calls save, and the plain loop is as fast as Keras's.
+        training: whether the call trains. Outside training, one sequence
+            (serving, one request at a time) and a batch size known only when the
+            graph runs (an exported model) run the uncompiled loop: a compilation
+            (about half a second) would cost more than hundreds of such calls save,
+            and the plain loop is as fast as Keras's.
 
     Returns:
         `(last_output, outputs, [h_T, c_T])`: the output of the last processed step
@@ -770,25 +753,17 @@ def lstm_sequence(
     batch = _batch_size(inputs)
     args = (x, h0, c0, mask, kernel, recurrent_kernel, weights)
 
-    def compiled():
-        return _compiled(_loops_for(cell), *args, batch, training)
-
-    def uncompiled():
-        run = _uncompiled_graph if tf.executing_eagerly() else _uncompiled
-        return run(cell, *args, per_step=True)
-
     if training or (isinstance(batch, int) and batch > 1):
-        hs, h_last, c_last = compiled()
-    elif isinstance(batch, int):
-        hs, h_last, c_last = uncompiled()
+        hs, h_last, c_last = _compiled(_loops_for(cell), *args, batch, training)
     else:
-        # A batch size known only at run time (`predict`, an exported model): one
-        # sequence runs the plain loop, and the compiled loop waits in a function
-        # that is prepared only when a larger batch first comes.
-        compiled = tf.function(
-            compiled, autograph=False, experimental_attributes={"_noinline": True}
-        )
-        hs, h_last, c_last = _lazy_cond(tf.equal(batch, 1), uncompiled, compiled)
+        # One sequence, or a batch size known only when the graph runs (an
+        # exported model, `predict`'s trace for a partial last batch): the plain
+        # loop, as Keras runs it. Compiled chunks in such a graph would cost its
+        # first call a compilation at every new row bucket (about 1 s against
+        # Keras's 0.3 s at batch 64), and every load of an exported model the
+        # preparation of their functions (its first call 0.15-0.3 s against 0.1 s).
+        run = _uncompiled_graph if tf.executing_eagerly() else _uncompiled
+        hs, h_last, c_last = run(cell, *args, per_step=True)
     units = recurrent_kernel.shape[0]
     if mask is not None:
         mask = tf.cast(mask, h_last.dtype)
