@@ -142,6 +142,18 @@ def _masked_step(cell, ux_t, mask_t, h, c, recurrent_kernel, weights):
     return gates, h_t, c_t
 
 
+def _chunk_matmul(a, b, transpose_b=False):
+    """(CHUNK, rows, n) @ b (n, m), or b^T: one matmul over every step's rows.
+
+    Fewer graph operations to trace than `tf.tensordot`, which builds its shapes
+    op by op where they are known only at run time.
+    """
+    product = tf.matmul(
+        tf.reshape(a, [-1, tf.shape(a)[-1]]), b, transpose_b=transpose_b
+    )
+    return tf.reshape(product, [CHUNK, -1, tf.shape(product)[-1]])
+
+
 class _Loops:
     """The compiled chunks for one set of equations (a cell's configuration)."""
 
@@ -180,7 +192,7 @@ class _Loops:
         """
         units = self.cell.units
         recurrent_kernel.set_shape([units, 4 * units])  # see `call`
-        ux = tf.tensordot(x, kernel, axes=1)  # (CHUNK, b, 4u), one matmul
+        ux = _chunk_matmul(x, kernel)  # (CHUNK, b, 4u), one matmul
 
         def body(t, h, c, arrays):
             m = None if mask is None else mask[t]
@@ -352,7 +364,7 @@ class _Loops:
         """
         units = self.cell.units
         recurrent_kernel.set_shape([units, 4 * units])  # see `call`
-        ux = tf.tensordot(x, kernel, axes=1)  # (CHUNK, b, 4u), recomputed
+        ux = _chunk_matmul(x, kernel)  # (CHUNK, b, 4u), recomputed
         h_prev = tf.concat([h_in[None], hs[:-1]], axis=0)  # (CHUNK, b, u)
         c_prev = tf.concat([c_in[None], cs[:-1]], axis=0)
         h_prev_rows = tf.reshape(h_prev, [-1, units])
@@ -395,7 +407,7 @@ class _Loops:
         d_wh = tf.reshape(d_wh.stack(), [-1, 4 * units])
         d_recurrent = tf.matmul(h_prev_rows, d_wh, transpose_a=True)
         d_ux = d_ux.stack()
-        dx = tf.tensordot(d_ux, tf.transpose(kernel), axes=1)
+        dx = _chunk_matmul(d_ux, kernel, transpose_b=True)
         x_rows = tf.reshape(x, [-1, tf.shape(x)[-1]])
         d_ux = tf.reshape(d_ux, [-1, 4 * units])
         d_kernel = tf.matmul(x_rows, d_ux, transpose_a=True)
