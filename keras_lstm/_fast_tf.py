@@ -177,6 +177,14 @@ class _Loops:
             autograph=False,
             reduce_retracing=True,
         )
+        # The plain loop for eager calls, as a graph: a step costs microseconds
+        # there, tens of them as Python. One per configuration, like the others:
+        # a function of the cell would be traced again for every new layer.
+        self.plain = tf.function(
+            functools.partial(_uncompiled, self.cell),
+            autograph=False,
+            reduce_retracing=True,
+        )
 
     def _forward_chunk(self, x, h, c, mask, n, kernel, recurrent_kernel, weights, keep):
         """Runs `n` <= CHUNK steps.
@@ -714,11 +722,6 @@ def _uncompiled(
     return hs.stack(), h, c
 
 
-# In eager calls the plain loop runs as a graph: a step costs microseconds there,
-# tens of them as Python.
-_uncompiled_graph = tf.function(_uncompiled, autograph=False, reduce_retracing=True)
-
-
 def lstm_sequence(
     cell,
     inputs: tf.Tensor,
@@ -774,8 +777,10 @@ def lstm_sequence(
         # first call a compilation at every new row bucket (about 1 s against
         # Keras's 0.3 s at batch 64), and every load of an exported model the
         # preparation of their functions (its first call 0.15-0.3 s against 0.1 s).
-        run = _uncompiled_graph if tf.executing_eagerly() else _uncompiled
-        hs, h_last, c_last = run(cell, *args, per_step=True)
+        if tf.executing_eagerly():
+            hs, h_last, c_last = _loops_for(cell).plain(*args, per_step=True)
+        else:
+            hs, h_last, c_last = _uncompiled(cell, *args, per_step=True)
     units = recurrent_kernel.shape[0]
     if mask is not None:
         mask = tf.cast(mask, h_last.dtype)
