@@ -777,9 +777,13 @@ def lstm_sequence(
         # first call a compilation at every new row bucket (about 1 s against
         # Keras's 0.3 s at batch 64), and every load of an exported model the
         # preparation of their functions (its first call 0.15-0.3 s against 0.1 s).
-        if tf.executing_eagerly():
+        watched = [x, h0, c0, kernel, recurrent_kernel, *weights.values()]
+        if tf.executing_eagerly() and not _has_tangents(watched):
             hs, h_last, c_last = _loops_for(cell).plain(*args, per_step=True)
         else:
+            # In a graph; or eagerly under forward-mode autodiff, op by op: the
+            # traced loop, once a tape has differentiated it, fails there
+            # (TensorFlow mixes up its saved intermediates).
             hs, h_last, c_last = _uncompiled(cell, *args, per_step=True)
     units = recurrent_kernel.shape[0]
     if mask is not None:

@@ -382,6 +382,24 @@ def test_forward_mode_jvp_matches_keras():
         np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_forward_mode_on_one_sequence_after_a_tape_matches_keras():
+    # Eagerly, one sequence: a saliency gradient first, then a JVP of the same call.
+    rng = np.random.default_rng(12)
+    x = tf.constant(rng.normal(size=(1, TIME, FEATURES)).astype("float32"))
+    tangent = tf.constant(rng.normal(size=x.shape).astype("float32"))
+    results = []
+    for layer in _pair(rng, return_sequences=True):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x)
+        dx = tape.gradient(y, x)
+        with tf.autodiff.ForwardAccumulator(x, tangent) as accumulator:
+            y = layer(x)
+        results.append((dx, y, accumulator.jvp(y)))
+    for expected, actual in zip(results[1], results[0], strict=True):
+        np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+
+
 def test_gradients_of_inputs_and_initial_states_in_a_jit_compiled_function():
     rng = np.random.default_rng(11)
     x = tf.constant(rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32"))
