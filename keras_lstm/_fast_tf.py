@@ -429,17 +429,42 @@ _LOOPS: dict = {}
 def _loops_for(cell) -> _Loops:
     """One `_Loops` per configuration of the equations, shared by every layer that
     has it, so that a compiled chunk is reused (both directions of a
-    `Bidirectional`, a rebuilt model)."""
-    config = cell.get_config()
-    key = tuple(
-        (k, repr(config[k]))
-        for k in ("units", "variant", "use_bias", "activation", "recurrent_activation")
+    `Bidirectional`, a rebuilt model).
+
+    The configuration is what `LSTMCell.step` reads: the units, the variant, the
+    bias and the two activations, the functions themselves (a lambda or any
+    callable, registered with Keras or not). Initializers, regularizers and
+    constraints never reach the step.
+    """
+
+    def hashable(f):
+        try:
+            hash(f)
+            return f
+        except TypeError:
+            return id(f)  # kept alive by the `_Loops` cell below
+
+    key = (
+        type(cell),
+        cell.units,
+        cell.variant,
+        cell.use_bias,
+        hashable(cell.activation),
+        hashable(cell.recurrent_activation),
     )
     if key not in _LOOPS:
         # A cell of its own: it holds the configuration and no weights. Made
         # outside any graph being traced (it owns a dropout seed variable).
         with tf.init_scope():
-            _LOOPS[key] = _Loops(type(cell).from_config(config))
+            _LOOPS[key] = _Loops(
+                type(cell)(
+                    cell.units,
+                    activation=cell.activation,
+                    recurrent_activation=cell.recurrent_activation,
+                    use_bias=cell.use_bias,
+                    variant=cell.variant,
+                )
+            )
     return _LOOPS[key]
 
 

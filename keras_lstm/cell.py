@@ -47,11 +47,15 @@ _DropoutRNNCell = next(
 
 _LAYER_NORM_EPSILON = 1e-5
 
-# Keras activations that act on each element alone.
+# Keras activations that act on each element alone, by the identity of the function
+# (a user's own callable need not be serializable, nor hashable).
 _ELEMENTWISE = {
-    "sigmoid", "hard_sigmoid", "tanh", "hard_tanh", "relu", "relu6", "linear",
-    "elu", "selu", "celu", "gelu", "silu", "swish", "hard_silu", "hard_swish",
-    "mish", "softplus", "softsign", "exponential", "log_sigmoid", "leaky_relu",
+    id(keras.activations.get(name)): name
+    for name in (
+        "sigmoid", "hard_sigmoid", "tanh", "hard_tanh", "relu", "relu6", "linear",
+        "elu", "selu", "celu", "gelu", "silu", "swish", "hard_silu", "hard_swish",
+        "mish", "softplus", "softsign", "exponential", "log_sigmoid", "leaky_relu",
+    )
 }  # fmt: skip
 
 
@@ -357,8 +361,8 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
         the gradient of the unused quarter would be 0 * inf.
         """
         activation = self.recurrent_activation
-        name = keras.activations.serialize(activation)
-        if name not in _ELEMENTWISE:
+        name = _ELEMENTWISE.get(id(activation))
+        if name is None:
             return [activation(a) for a in z]
         if whole is not None and name != "exponential":
             i, f, _, o = ops.split(activation(whole), 4, axis=-1)

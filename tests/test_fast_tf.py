@@ -382,6 +382,50 @@ def test_forward_mode_jvp_matches_keras():
         np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
 
 
+def _half_tanh(z):
+    return 0.5 * tf.tanh(z)
+
+
+class _Clip(keras.constraints.Constraint):
+    def __call__(self, w):
+        return tf.clip_by_value(w, -0.3, 0.3)
+
+
+class _Squares(keras.regularizers.Regularizer):
+    def __call__(self, w):
+        return 0.01 * tf.reduce_sum(w**2)
+
+
+def test_unregistered_activations_and_constraints_match_keras():
+    # Custom objects Keras cannot serialize: a function, a lambda, a constraint
+    # and a regularizer of the user's own, none registered.
+    rng = np.random.default_rng(13)
+    options = dict(
+        activation=_half_tanh,
+        recurrent_activation=lambda z: tf.sigmoid(2.0 * z),
+        recurrent_constraint=_Clip(),
+        kernel_regularizer=_Squares(),
+        return_sequences=True,
+    )
+    layers = [keras_lstm.LSTM(UNITS, **options), keras.layers.LSTM(UNITS, **options)]
+    for layer in layers:
+        layer.build((None, TIME, FEATURES))
+    weights = [
+        rng.normal(0, 0.5, size=w.shape).astype("float32") for w in layers[0].weights
+    ]
+    for layer in layers:
+        layer.set_weights(weights)
+    x = tf.constant(rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32"))
+    results = []
+    for layer in layers:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+        results.append([y, tape.gradient(y, x), layer(x[:1]), *layer.losses])
+    for expected, actual in zip(results[1], results[0], strict=True):
+        np.testing.assert_allclose(actual, expected, atol=TOL, rtol=TOL)
+
+
 def test_forward_mode_on_one_sequence_after_a_tape_matches_keras():
     # Eagerly, one sequence: a saliency gradient first, then a JVP of the same call.
     rng = np.random.default_rng(12)

@@ -22,7 +22,9 @@ def tensorflow_warnings():
     """What TensorFlow logs during a test; a retracing warning fails it.
 
     TensorFlow warns at most twice per function and process that it retraces,
-    so every test listens, not only the one about it.
+    so every test listens, not only the one about it. Keras's own train and
+    predict steps are traced anew for every model, and TensorFlow counts their
+    traces across the models of the whole test session: those are not ours.
     """
     messages = []
     handler = logging.Handler()
@@ -33,7 +35,9 @@ def tensorflow_warnings():
         yield messages
     finally:
         tf_logger.removeHandler(handler)
-    assert not [m for m in messages if "retracing" in m]
+    assert not [
+        m for m in messages if "retracing" in m and "TensorFlowTrainer" not in m
+    ]
 
 
 def to_numpy(x):
