@@ -185,6 +185,13 @@ class _Loops:
             autograph=False,
             reduce_retracing=True,
         )
+        # Every gate of every step, as a graph, so that the chains run concurrently
+        # also when called eagerly.
+        self.packed_gates = tf.function(
+            functools.partial(_packed_gates, self),
+            autograph=False,
+            reduce_retracing=True,
+        )
 
     def _forward_chunk(self, x, h, c, mask, n, kernel, recurrent_kernel, weights, keep):
         """Runs `n` <= CHUNK steps.
@@ -852,17 +859,14 @@ def lstm_gates(
         (`keras_lstm.GATES`), what each step computed, before a mask carries the
         previous states through. One tensor, so that it reaches NumPy in one copy.
     """
-    return _packed_gates(
-        _loops_for(cell), inputs, h0, c0, kernel, recurrent_kernel, weights, mask,
-        go_backwards,
-    )  # fmt: skip
+    return _loops_for(cell).packed_gates(
+        inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
+    )
 
 
-@tf.function(autograph=False, reduce_retracing=True)
 def _packed_gates(
     loops, inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
 ):
-    # A graph, so that the chains run concurrently also when called eagerly.
     x, h0, c0, kernel, recurrent_kernel, weights, mask = _prepare(
         inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
     )

@@ -711,3 +711,16 @@ def test_one_sequence_through_many_layers_logs_no_retracing_warning():
             keras_lstm.LSTM(4)(x)
 
     assert not _retracing_warnings(call_new_layers)
+
+
+def test_recording_gates_of_many_configurations_logs_no_retracing_warning():
+    # Eager calls that record gates run one traced gate loop per configuration.
+    x = np.ones((4, 5, FEATURES), "float32")
+
+    def record_new_layers():
+        for units in range(2, 9):
+            layer = keras_lstm.LSTM(units)
+            with layer.recording_gates():
+                layer(x)
+
+    assert not _retracing_warnings(record_new_layers)
