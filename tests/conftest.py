@@ -1,4 +1,6 @@
-"""Shared test helpers: random weights and backend-agnostic gradients."""
+"""Shared test helpers: random weights, backend-agnostic gradients, TensorFlow's log."""
+
+import logging
 
 import keras
 import numpy as np
@@ -9,6 +11,18 @@ from keras import ops
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def tensorflow_log():
+    """The messages TensorFlow's logger logs during the test."""
+    messages = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("tensorflow")
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
 
 
 def _randomize(layer, rng, scale=0.5):

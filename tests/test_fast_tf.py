@@ -1,6 +1,5 @@
 """The compiled TensorFlow loop against keras.layers.LSTM and against the cell loop."""
 
-import logging
 import os
 import subprocess
 import sys
@@ -665,24 +664,16 @@ def test_serving_compiles_nothing(tmp_path):
     assert eager_batch_of_three > 0
 
 
-def _retracing_warnings(run):
-    """What TensorFlow logs about functions that retrace too often while `run()`
-    and the threads it starts run."""
-    messages = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    logging.getLogger("tensorflow").addHandler(handler)
-    try:
-        run()
-        for thread in threading.enumerate():
-            if thread is not threading.current_thread():
-                thread.join()
-    finally:
-        logging.getLogger("tensorflow").removeHandler(handler)
+def _retracing_warnings(messages):
+    """TensorFlow's warnings among `messages` (`tensorflow_log`) about functions
+    that retrace too often, once the threads the test started are done."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread():
+            thread.join()
     return [m for m in messages if "retracing" in m]
 
 
-def test_many_warm_ups_log_no_retracing_warning():
+def test_many_warm_ups_log_no_retracing_warning(tensorflow_log):
     # Each traced shape compiles its chunks from a function of its own; TensorFlow
     # must not take those for one function that retraces too often.
     layer = keras_lstm.LSTM(4)
@@ -694,33 +685,29 @@ def test_many_warm_ups_log_no_retracing_warning():
             loss = tf.reduce_sum(layer(x, training=True))
         return tape.gradient(loss, layer.trainable_weights)
 
-    def trace():
-        for batch in range(9, 16):
-            train_step.get_concrete_function(tf.TensorSpec([batch, 3, FEATURES]))
-
-    assert not _retracing_warnings(trace)
+    for batch in range(9, 16):
+        train_step.get_concrete_function(tf.TensorSpec([batch, 3, FEATURES]))
+    assert not _retracing_warnings(tensorflow_log)
 
 
-def test_one_sequence_through_many_layers_logs_no_retracing_warning():
+def test_one_sequence_through_many_layers_logs_no_retracing_warning(tensorflow_log):
     # Eager calls on one sequence run the plain loop's graph, one per configuration
     # of the equations, not one per layer (models rebuilt or loaded again).
     x = np.ones((1, 5, FEATURES), "float32")
 
-    def call_new_layers():
-        for _ in range(8):
-            keras_lstm.LSTM(4)(x)
-
-    assert not _retracing_warnings(call_new_layers)
+    for _ in range(8):
+        keras_lstm.LSTM(4)(x)
+    assert not _retracing_warnings(tensorflow_log)
 
 
-def test_recording_gates_of_many_configurations_logs_no_retracing_warning():
+def test_recording_gates_of_many_configurations_logs_no_retracing_warning(
+    tensorflow_log,
+):
     # Eager calls that record gates run one traced gate loop per configuration.
     x = np.ones((4, 5, FEATURES), "float32")
 
-    def record_new_layers():
-        for units in range(2, 9):
-            layer = keras_lstm.LSTM(units)
-            with layer.recording_gates():
-                layer(x)
-
-    assert not _retracing_warnings(record_new_layers)
+    for units in range(2, 9):
+        layer = keras_lstm.LSTM(units)
+        with layer.recording_gates():
+            layer(x)
+    assert not _retracing_warnings(tensorflow_log)

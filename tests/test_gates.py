@@ -1,7 +1,6 @@
 """keras_lstm.gate_activations: keys, invariants, and agreement with the layers."""
 
 import gc
-import logging
 import weakref
 
 import keras
@@ -18,7 +17,7 @@ GATE_KEYS = set(keras_lstm.GATES) | {"mask"}
 
 
 @pytest.fixture(autouse=True)
-def tensorflow_warnings():
+def tensorflow_warnings(tensorflow_log):
     """What TensorFlow logs during a test; a retracing warning fails it.
 
     TensorFlow warns at most twice per function and process that it retraces,
@@ -26,17 +25,9 @@ def tensorflow_warnings():
     predict steps are traced anew for every model, and TensorFlow counts their
     traces across the models of the whole test session: those are not ours.
     """
-    messages = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())
-    tf_logger = logging.getLogger("tensorflow")
-    tf_logger.addHandler(handler)
-    try:
-        yield messages
-    finally:
-        tf_logger.removeHandler(handler)
+    yield tensorflow_log
     assert not [
-        m for m in messages if "retracing" in m and "TensorFlowTrainer" not in m
+        m for m in tensorflow_log if "retracing" in m and "TensorFlowTrainer" not in m
     ]
 
 
