@@ -127,14 +127,14 @@ def _chain_layout(batch, units):
     return cores, tf.gather(buckets, tf.searchsorted(buckets, rows[None]))[0]
 
 
-def _masked_step(cell, ux_t, mask_t, h, c, recurrent_kernel, weights):
-    """One step of `cell.step` from h, c (b, u) and ux_t (b, 4u).
+def _masked_step(cell, ux_t, wh_t, mask_t, h, c, weights):
+    """One step of `cell.step` from h, c (b, u), ux_t and wh_t = h @ W (b, 4u).
 
     Returns the packed gates (b, 6u) in `GATES` order, as the step computed them,
     and the states carried out of it: at a row where mask_t (b, 1) is False, the
     previous ones (keras.backend.rnn).
     """
-    i, f, g, o, c_t, h_t = cell.step(ux_t, tf.matmul(h, recurrent_kernel), c, weights)
+    i, f, g, o, c_t, h_t = cell.step(ux_t, wh_t, c, weights)
     gates = tf.concat([i, f, o, g, c_t, h_t], axis=-1)
     if mask_t is not None:
         h_t = tf.where(mask_t, h_t, h)
@@ -199,11 +199,11 @@ class _Loops:
         Args: x (CHUNK, b, input_dim); h, c (b, u); mask
         (CHUNK, b, 1) bool or None; recurrent_kernel (u, 4u); weights, the
         tensors `LSTMCell.step` uses; keep, which per-step values to return, a
-        subset of ("h", "c", "gates").
+        subset of ("h", "c", "wh", "gates").
         Returns {"h": hs, "c": cs} (CHUNK, b, u), the states carried after each
-        step (the previous ones at a masked step), and "gates" (CHUNK, b, 6u)
-        packed, for those in `keep`, each with zeros from row n on; and h, c
-        after step n.
+        step (the previous ones at a masked step), "wh" (CHUNK, b, 4u), each
+        step's h_{t-1} @ W, and "gates" (CHUNK, b, 6u) packed, for those in
+        `keep`, each with zeros from row n on; and h, c after step n.
         """
         units = self.cell.units
         recurrent_kernel.set_shape([units, 4 * units])  # see `call`
@@ -211,10 +211,12 @@ class _Loops:
 
         def body(t, h, c, arrays):
             m = None if mask is None else mask[t]
-            gates, h, c = _masked_step(
-                self.cell, ux[t], m, h, c, recurrent_kernel, weights
-            )
-            values = {"gates": lambda: gates, "h": lambda: h, "c": lambda: c}
+            wh = tf.matmul(h, recurrent_kernel)
+            gates, h, c = _masked_step(self.cell, ux[t], wh, m, h, c, weights)
+            values = {
+                "gates": lambda: gates, "h": lambda: h, "c": lambda: c,
+                "wh": lambda: wh,
+            }  # fmt: skip
             arrays = {k: a.write(t, values[k]()) for k, a in arrays.items()}
             return t + 1, h, c, arrays
 
@@ -264,7 +266,9 @@ class _Loops:
         cache. Once per shape; nothing in eager calls, or where a shape is known
         only at run time. Takes tensors or `tf.TensorSpec`s: x (CHUNK, b,
         input_dim) and mask (CHUNK, b, 1) or None, one chunk's; h, c (b, u);
-        backward: whether to compile the backward chunk too (a training step).
+        backward: whether a gradient tape records the call (a training step):
+        the forward chunk then keeps what the backward one needs, which is
+        compiled too.
         """
         tensors = [x, h, c, kernel, recurrent_kernel, *weights.values()]
         tensors += [] if mask is None else [mask]
@@ -288,15 +292,17 @@ class _Loops:
         weights = {name: spec(w) for name, w in weights.items()}
         n = tf.TensorSpec([], tf.int32)
         states = tf.TensorSpec([CHUNK, *h.shape], h.dtype)
+        projections = tf.TensorSpec([CHUNK, h.shape[0], 4 * h.shape[1]], h.dtype)
         calls = {
             "forward": (
                 self.forward_chunk,
-                (x, h, c, mask, n, kernel, recurrent_kernel, weights, ("h", "c")),
+                (x, h, c, mask, n, kernel, recurrent_kernel, weights,
+                 _saved(backward)),
             ),
             "backward": (
                 self.backward_chunk,
-                (x, states, states, h, c, mask, n, states, h, c, kernel,
-                 recurrent_kernel, weights),
+                (x, states, states, projections, h, c, mask, n, states, h, c,
+                 kernel, recurrent_kernel, weights),
             ),
         }  # fmt: skip
         # Traced here, in this thread, where the graph being traced would trace
@@ -357,8 +363,8 @@ class _Loops:
         return d_ux, d_wh, d_c_prev, dict(zip(names, d_values, strict=True))
 
     def _backward_chunk(
-        self, x, hs, cs, h_in, c_in, mask, n, dhs, dh, dc, kernel, recurrent_kernel,
-        weights,
+        self, x, hs, cs, whs, h_in, c_in, mask, n, dhs, dh, dc, kernel,
+        recurrent_kernel, weights,
     ):  # fmt: skip
         """The gradient of one chunk, from its last real step back to its first.
 
@@ -368,12 +374,16 @@ class _Loops:
                 (ux_t, h_{t-1} @ W, c_{t-1}) applied to (m_t dh_t, m_t dc_t)
             dh_{t-1} = d wh_t @ W^T + (1 - m_t) dh_t
             dc_{t-1} += (1 - m_t) dc_t
-        and d W = sum over t of h_{t-1}^T d wh_t, one matmul for the chunk.
+        and, for the chunk, one matmul each: d W = sum over t of
+        h_{t-1}^T d wh_t, d U = sum over t of x_t^T d ux_t, and dx = d ux U^T.
+        Where the step gives ux and wh the same gradient (every variant but
+        layer_norm: it adds them), that gradient is kept once, and d U and d W
+        are one matmul, [x | h_{t-1}]^T d z.
 
-        Args: as `_forward_chunk`, plus hs, cs its outputs, h_in, c_in the states
-        before the chunk, dhs (CHUNK, b, u) the gradient of hs, dh, dc that of the
-        states after step n.
-        and, from d ux, dx and d U as one matmul each for the chunk.
+        Args: as `_forward_chunk`, plus hs, cs its outputs, whs (CHUNK, b, 4u)
+        its "wh" or None (then computed again here, one matmul), h_in, c_in the
+        states before the chunk, dhs (CHUNK, b, u) the gradient of hs, dh, dc
+        that of the states after step n.
         Returns dx (CHUNK, b, input_dim), d U, d W, d weights, dh and dc before
         the chunk.
         """
@@ -383,49 +393,64 @@ class _Loops:
         h_prev = tf.concat([h_in[None], hs[:-1]], axis=0)  # (CHUNK, b, u)
         c_prev = tf.concat([c_in[None], cs[:-1]], axis=0)
         h_prev_rows = tf.reshape(h_prev, [-1, units])
-        wh = tf.reshape(tf.matmul(h_prev_rows, recurrent_kernel), tf.shape(ux))
+        if whs is None:
+            whs = tf.reshape(tf.matmul(h_prev_rows, recurrent_kernel), tf.shape(ux))
         recurrent_kernel_t = tf.transpose(recurrent_kernel)
         names = sorted(weights)
+        # Where the step adds ux_t and wh_t, it sees their sum z_t alone, whose
+        # gradient is theirs.
+        summed = self.cell._sums_projections
+        if summed:
+            ux, whs = ux + whs, tf.zeros_like(whs)
 
-        def body(t, dh, dc, d_ux, d_wh, d_weights):
+        def body(t, dh, dc, d_arrays, d_weights):
             dh = dh + dhs[t]
             dh_t, dc_t = dh, dc
             if mask is not None:
                 m = tf.cast(mask[t], dh.dtype)
                 dh_t, dc_t = m * dh, m * dc
             d_ux_t, d_wh_t, dc_prev, d_values = self._step_vjp(
-                ux[t], wh[t], c_prev[t], weights, dh_t, dc_t
+                ux[t], whs[t], c_prev[t], weights, dh_t, dc_t
             )
             d_values = [d_values[name] for name in names]
+            if summed:
+                d_wh_t = d_ux_t
             dh_prev = tf.matmul(d_wh_t, recurrent_kernel_t)
             if mask is not None:
                 dh_prev += dh - dh_t
                 dc_prev += dc - dc_t
+            d_steps = (d_ux_t,) if summed else (d_ux_t, d_wh_t)
             return (
                 t - 1,
                 dh_prev,
                 dc_prev,
-                d_ux.write(t, d_ux_t),
-                d_wh.write(t, d_wh_t),
+                [a.write(t, d) for a, d in zip(d_arrays, d_steps, strict=True)],
                 [a + b for a, b in zip(d_weights, d_values, strict=True)],
             )
 
-        d_ux, d_wh = (tf.TensorArray(ux.dtype, size=CHUNK) for _ in range(2))
+        d_arrays = [
+            tf.TensorArray(ux.dtype, size=CHUNK) for _ in range(1 if summed else 2)
+        ]
         zeros = [tf.zeros_like(weights[name]) for name in names]
-        _, dh, dc, d_ux, d_wh, d_values = tf.while_loop(
+        _, dh, dc, d_arrays, d_values = tf.while_loop(
             lambda t, *_: t >= 0,
             body,
-            (n - 1, dh, dc, d_ux, d_wh, zeros),
+            (n - 1, dh, dc, d_arrays, zeros),
             maximum_iterations=CHUNK,
         )
         # Rows from n on were never written: zeros.
-        d_wh = tf.reshape(d_wh.stack(), [-1, 4 * units])
-        d_recurrent = tf.matmul(h_prev_rows, d_wh, transpose_a=True)
-        d_ux = d_ux.stack()
-        dx = _chunk_matmul(d_ux, kernel, transpose_b=True)
         x_rows = tf.reshape(x, [-1, tf.shape(x)[-1]])
-        d_ux = tf.reshape(d_ux, [-1, 4 * units])
-        d_kernel = tf.matmul(x_rows, d_ux, transpose_a=True)
+        d_ux = d_arrays[0].stack()
+        d_ux_rows = tf.reshape(d_ux, [-1, 4 * units])
+        if summed:
+            both = tf.concat([x_rows, h_prev_rows], axis=1)
+            d_both = tf.matmul(both, d_ux_rows, transpose_a=True)
+            d_kernel, d_recurrent = d_both[:-units], d_both[-units:]
+        else:
+            d_wh = tf.reshape(d_arrays[1].stack(), [-1, 4 * units])
+            d_recurrent = tf.matmul(h_prev_rows, d_wh, transpose_a=True)
+            d_kernel = tf.matmul(x_rows, d_ux_rows, transpose_a=True)
+        dx = _chunk_matmul(d_ux, kernel, transpose_b=True)
         d_weights = dict(zip(names, d_values, strict=True))
         return dx, d_kernel, d_recurrent, d_weights, dh, dc
 
@@ -521,8 +546,10 @@ def _run_chunks(loops, x, h, c, mask, steps, kernel, recurrent_kernel, weights, 
     return {k: a.stack() for k, a in arrays.items()}, h, c
 
 
-def _grad_chunks(loops, x, hs, cs, h0, c0, mask, steps, dhs, dc, kernel, rk, w):
+def _grad_chunks(loops, x, hs, cs, whs, h0, c0, mask, steps, dhs, dc, kernel, rk, w):
     """The backward loop over chunks of one chain, from the last to the first.
+
+    whs: the forward's "wh" (chunks, CHUNK, b, 4u), or None.
 
     Returns dx (chunks, CHUNK, b, input_dim), dh0, dc0, d kernel, d
     recurrent_kernel and d weights.
@@ -537,8 +564,8 @@ def _grad_chunks(loops, x, hs, cs, h0, c0, mask, steps, dhs, dc, kernel, rk, w):
         m = None if mask is None else mask[j]
         dx_j, d_kernel_j, d_recurrent_j, d_w, dh, dc = loops.call(
             loops.backward_chunk,
-            x[j], hs[j], cs[j], h_in[j], c_in[j], m, n, dhs[j], dh_out, dc_out,
-            kernel, rk, w,
+            x[j], hs[j], cs[j], None if whs is None else whs[j], h_in[j], c_in[j],
+            m, n, dhs[j], dh_out, dc_out, kernel, rk, w,
         )  # fmt: skip
         dh.set_shape(dh_out.shape)
         dc.set_shape(dc_out.shape)
@@ -570,7 +597,16 @@ def _grad_chunks(loops, x, hs, cs, h0, c0, mask, steps, dhs, dc, kernel, rk, w):
     return dx.stack(), dh, dc, d_kernel, d_recurrent, d_w
 
 
-def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights):
+def _saved(record):
+    """What the forward chunks keep of each step: the states, which the output and
+    the backward pass need, and where a tape records the call (its backward will
+    run), each step's h_{t-1} @ W, which the backward pass would otherwise
+    compute again (one (CHUNK * rows, u) @ (u, 4u) matmul per chunk, a fifth of
+    its work) at the cost of 4u floats a row and step of memory."""
+    return ("h", "c", "wh") if record else ("h", "c")
+
+
+def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights, keep):
     """hs (time, b, u), h_T and c_T of one chain, with their gradient.
 
     x (chunks, CHUNK, b, input_dim) in processing order, zeros after the last
@@ -604,7 +640,7 @@ def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights):
         # matmul, and the same compiled chunk then serves fit, predict and
         # tf.gradients without a tape (a second chunk is a second compilation).
         saved, h_last, c_last = loops.run_chunks(
-            x_s, h0_s, c0_s, mask, steps, k_s, rk_s, w_s, ("h", "c")
+            x_s, h0_s, c0_s, mask, steps, k_s, rk_s, w_s, keep
         )
 
         def grad(dhs, dh_last, dc_last):
@@ -630,8 +666,8 @@ def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights):
                     unconnected_gradients=tf.UnconnectedGradients.ZERO,
                 )
             dx, dh0, dc0, d_kernel, d_recurrent, d_w = loops.grad_chunks(
-                x_s, saved["h"], saved["c"], h0_s, c0_s, mask, steps, dhs,
-                dc_last, k_s, rk_s, w_s,
+                x_s, saved["h"], saved["c"], saved.get("wh"), h0_s, c0_s, mask,
+                steps, dhs, dc_last, k_s, rk_s, w_s,
             )  # fmt: skip
             return [dx, dh0, dc0, d_kernel, d_recurrent, *(d_w[n] for n in names)]
 
@@ -700,7 +736,7 @@ def _batch_size(inputs):
 
 
 def _compiled(
-    loops, x, h0, c0, mask, kernel, recurrent_kernel, weights, batch, training=False
+    loops, x, h0, c0, mask, kernel, recurrent_kernel, weights, batch
 ):  # fmt: skip
     """hs (time, batch, u), h_T, c_T from the compiled chunks, chains in parallel."""
     steps = tf.shape(x)[0]
@@ -710,14 +746,16 @@ def _compiled(
         return None if a is None else tf.TensorSpec(a.shape[1:], a.dtype)
 
     x_c, h, c, m = parts[0]  # every chain has the same shapes
+    record = could_possibly_record()
     loops.warm_up(
         one_chunk(x_c), h, c, one_chunk(m), kernel, recurrent_kernel, weights,
-        backward=training,
+        backward=record,
     )  # fmt: skip
     chains = [
-        _chain(loops, x, h, c, m, steps, kernel, recurrent_kernel, weights)
+        _chain(loops, x, h, c, m, steps, kernel, recurrent_kernel, weights,
+               _saved(record))
         for x, h, c, m in parts
-    ]
+    ]  # fmt: skip
     hs, h_last, c_last = zip(*chains, strict=True)
     return (
         tf.concat(hs, axis=1)[:, :batch],
@@ -743,7 +781,8 @@ def _uncompiled(
     def body(t, h, c, hs):
         ux_t = tf.matmul(x[t], kernel) if per_step else projected[t]
         m = None if mask is None else mask[t]
-        _, h, c = _masked_step(cell, ux_t, m, h, c, recurrent_kernel, weights)
+        wh_t = tf.matmul(h, recurrent_kernel)
+        _, h, c = _masked_step(cell, ux_t, wh_t, m, h, c, weights)
         return t + 1, h, c, hs.write(t, h)
 
     _, h, c, hs = tf.while_loop(
@@ -801,7 +840,7 @@ def lstm_sequence(
     args = (x, h0, c0, mask, kernel, recurrent_kernel, weights)
 
     if training or (isinstance(batch, int) and batch > 1):
-        hs, h_last, c_last = _compiled(_loops_for(cell), *args, batch, training)
+        hs, h_last, c_last = _compiled(_loops_for(cell), *args, batch)
     else:
         # One sequence, or a batch size known only when the graph runs (an
         # exported model, `predict`'s trace for a partial last batch): the plain

@@ -343,6 +343,13 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
             h = o * tanh(c)
         return i, f, g, o, c, h
 
+    @property
+    def _sums_projections(self) -> bool:
+        """Whether `step` uses `u_x` and `w_h` only through `u_x + w_h`, so that
+        their gradients are one: every variant but layer_norm, which normalises
+        each. The compiled backward pass then keeps one gradient per step."""
+        return self.variant != "layer_norm"
+
     def _gates(self, *z, whole=None):
         """`recurrent_activation` of each of `z`.
 

@@ -242,6 +242,25 @@ def test_cell_dropout_inside_keras_rnn_matches_keras_cell(
 
 
 @pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
+def test_sums_projections_says_whether_step_sees_only_their_sum(
+    variant, rng, randomize
+):
+    # The compiled backward pass keeps one gradient for U x_t and W h_{t-1} where
+    # the cell says the step sees only their sum: moving a random d from one to
+    # the other must then change nothing, and must change the output otherwise.
+    cell = LSTMCell(UNITS, variant=variant)
+    cell.build((BATCH, FEATURES))
+    randomize(cell, rng)
+    u_x, w_h, d = rng.normal(size=(3, BATCH, 4 * UNITS)).astype("float32")
+    c = rng.normal(size=(BATCH, UNITS)).astype("float32")
+    before = cell.step(u_x, w_h, c)
+    after = cell.step(u_x + d, w_h - d, c)
+    same = all(np.allclose(a, b, atol=1e-5) for a, b in zip(before, after, strict=True))
+    assert same == cell._sums_projections
+    assert cell._sums_projections == (variant != "layer_norm")
+
+
+@pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
 def test_cell_config_round_trip(variant):
     cell = LSTMCell(
         UNITS,
