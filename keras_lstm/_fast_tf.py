@@ -81,6 +81,15 @@ _ROW_BUCKETS = sorted({b for p in range(21) for b in (2**p, 3 * 2**p // 2) if b}
 _LATENCY_BOUND_FLOPS = 2**18
 
 
+# From this many units, the backward pass takes each step's projections from the
+# forward pass instead of computing them again for its chunk, (CHUNK * rows, u) @
+# (u, 4u) and x @ U. A training step, batch 64, T=100, in one process: 128 units
+# 51 against 64 ms (best of 15), 64 units 26 against 31 ms; at 32 units, batch
+# 16, writing them in the forward loop cost more than the matmul they save (6.6
+# against 6.2 ms).
+_KEEP_PROJECTIONS_UNITS = 64
+
+
 def _min_rows(units: int) -> int:
     """The rows a chain is padded up to, at most _MIN_ROWS_PER_CHAIN: as many as
     cost about what one row costs, so that small batches (a partial last batch, a
@@ -199,15 +208,17 @@ class _Loops:
         Args: x (CHUNK, b, input_dim); h, c (b, u); mask
         (CHUNK, b, 1) bool or None; recurrent_kernel (u, 4u); weights, the
         tensors `LSTMCell.step` uses; keep, which per-step values to return, a
-        subset of ("h", "c", "wh", "gates").
+        subset of ("h", "c", "z", "gates").
         Returns {"h": hs, "c": cs} (CHUNK, b, u), the states carried after each
-        step (the previous ones at a masked step), "wh" (CHUNK, b, 4u), each
-        step's h_{t-1} @ W, and "gates" (CHUNK, b, 6u) packed, for those in
-        `keep`, each with zeros from row n on; and h, c after step n.
+        step (the previous ones at a masked step), "z" (CHUNK, b, 4u), the
+        projections the backward pass needs (`_backward_chunk`), and "gates"
+        (CHUNK, b, 6u) packed, for those in `keep`, each with zeros from row n
+        on; and h, c after step n.
         """
         units = self.cell.units
         recurrent_kernel.set_shape([units, 4 * units])  # see `call`
         ux = _chunk_matmul(x, kernel)  # (CHUNK, b, 4u), one matmul
+        summed = self.cell._sums_projections
 
         def body(t, h, c, arrays):
             m = None if mask is None else mask[t]
@@ -215,7 +226,7 @@ class _Loops:
             gates, h, c = _masked_step(self.cell, ux[t], wh, m, h, c, weights)
             values = {
                 "gates": lambda: gates, "h": lambda: h, "c": lambda: c,
-                "wh": lambda: wh,
+                "z": lambda: ux[t] + wh if summed else wh,
             }  # fmt: skip
             arrays = {k: a.write(t, values[k]()) for k, a in arrays.items()}
             return t + 1, h, c, arrays
@@ -292,12 +303,14 @@ class _Loops:
         weights = {name: spec(w) for name, w in weights.items()}
         n = tf.TensorSpec([], tf.int32)
         states = tf.TensorSpec([CHUNK, *h.shape], h.dtype)
-        projections = tf.TensorSpec([CHUNK, h.shape[0], 4 * h.shape[1]], h.dtype)
+        keep = _saved(backward, self.cell.units)
+        projections = None
+        if "z" in keep:
+            projections = tf.TensorSpec([CHUNK, h.shape[0], 4 * h.shape[1]], h.dtype)
         calls = {
             "forward": (
                 self.forward_chunk,
-                (x, h, c, mask, n, kernel, recurrent_kernel, weights,
-                 _saved(backward)),
+                (x, h, c, mask, n, kernel, recurrent_kernel, weights, keep),
             ),
             "backward": (
                 self.backward_chunk,
@@ -363,7 +376,7 @@ class _Loops:
         return d_ux, d_wh, d_c_prev, dict(zip(names, d_values, strict=True))
 
     def _backward_chunk(
-        self, x, hs, cs, whs, h_in, c_in, mask, n, dhs, dh, dc, kernel,
+        self, x, hs, cs, zs, h_in, c_in, mask, n, dhs, dh, dc, kernel,
         recurrent_kernel, weights,
     ):  # fmt: skip
         """The gradient of one chunk, from its last real step back to its first.
@@ -380,28 +393,31 @@ class _Loops:
         layer_norm: it adds them), that gradient is kept once, and d U and d W
         are one matmul, [x | h_{t-1}]^T d z.
 
-        Args: as `_forward_chunk`, plus hs, cs its outputs, whs (CHUNK, b, 4u)
-        its "wh" or None (then computed again here, one matmul), h_in, c_in the
-        states before the chunk, dhs (CHUNK, b, u) the gradient of hs, dh, dc
-        that of the states after step n.
+        Args: as `_forward_chunk`, plus hs, cs its outputs, zs (CHUNK, b, 4u)
+        its "z" or None, h_in, c_in the states before the chunk, dhs (CHUNK, b,
+        u) the gradient of hs, dh, dc that of the states after step n. zs is
+        each step's ux_t + wh_t where the step adds them, else wh_t; without
+        it, they are computed again here (one matmul each for the chunk).
         Returns dx (CHUNK, b, input_dim), d U, d W, d weights, dh and dc before
         the chunk.
         """
         units = self.cell.units
         recurrent_kernel.set_shape([units, 4 * units])  # see `call`
-        ux = _chunk_matmul(x, kernel)  # (CHUNK, b, 4u), recomputed
         h_prev = tf.concat([h_in[None], hs[:-1]], axis=0)  # (CHUNK, b, u)
         c_prev = tf.concat([c_in[None], cs[:-1]], axis=0)
         h_prev_rows = tf.reshape(h_prev, [-1, units])
-        if whs is None:
+        summed = self.cell._sums_projections
+        ux = None if zs is not None and summed else _chunk_matmul(x, kernel)
+        if zs is None:
             whs = tf.reshape(tf.matmul(h_prev_rows, recurrent_kernel), tf.shape(ux))
+            zs = ux + whs if summed else whs
+        if summed:
+            # The step sees the sum z_t alone, whose gradient is that of both.
+            ux, whs = zs, tf.zeros_like(zs)
+        else:
+            whs = zs
         recurrent_kernel_t = tf.transpose(recurrent_kernel)
         names = sorted(weights)
-        # Where the step adds ux_t and wh_t, it sees their sum z_t alone, whose
-        # gradient is theirs.
-        summed = self.cell._sums_projections
-        if summed:
-            ux, whs = ux + whs, tf.zeros_like(whs)
 
         def body(t, dh, dc, d_arrays, d_weights):
             dh = dh + dhs[t]
@@ -546,10 +562,10 @@ def _run_chunks(loops, x, h, c, mask, steps, kernel, recurrent_kernel, weights, 
     return {k: a.stack() for k, a in arrays.items()}, h, c
 
 
-def _grad_chunks(loops, x, hs, cs, whs, h0, c0, mask, steps, dhs, dc, kernel, rk, w):
+def _grad_chunks(loops, x, hs, cs, zs, h0, c0, mask, steps, dhs, dc, kernel, rk, w):
     """The backward loop over chunks of one chain, from the last to the first.
 
-    whs: the forward's "wh" (chunks, CHUNK, b, 4u), or None.
+    zs: the forward's "z" (chunks, CHUNK, b, 4u), or None.
 
     Returns dx (chunks, CHUNK, b, input_dim), dh0, dc0, d kernel, d
     recurrent_kernel and d weights.
@@ -564,7 +580,7 @@ def _grad_chunks(loops, x, hs, cs, whs, h0, c0, mask, steps, dhs, dc, kernel, rk
         m = None if mask is None else mask[j]
         dx_j, d_kernel_j, d_recurrent_j, d_w, dh, dc = loops.call(
             loops.backward_chunk,
-            x[j], hs[j], cs[j], None if whs is None else whs[j], h_in[j], c_in[j],
+            x[j], hs[j], cs[j], None if zs is None else zs[j], h_in[j], c_in[j],
             m, n, dhs[j], dh_out, dc_out, kernel, rk, w,
         )  # fmt: skip
         dh.set_shape(dh_out.shape)
@@ -597,13 +613,15 @@ def _grad_chunks(loops, x, hs, cs, whs, h0, c0, mask, steps, dhs, dc, kernel, rk
     return dx.stack(), dh, dc, d_kernel, d_recurrent, d_w
 
 
-def _saved(record):
+def _saved(record, units):
     """What the forward chunks keep of each step: the states, which the output and
     the backward pass need, and where a tape records the call (its backward will
-    run), each step's h_{t-1} @ W, which the backward pass would otherwise
-    compute again (one (CHUNK * rows, u) @ (u, 4u) matmul per chunk, a fifth of
-    its work) at the cost of 4u floats a row and step of memory."""
-    return ("h", "c", "wh") if record else ("h", "c")
+    run) and the units are `_KEEP_PROJECTIONS_UNITS` or more, the projections the
+    backward pass would otherwise compute again, at the cost of 4u floats a row
+    and step of memory."""
+    if record and units >= _KEEP_PROJECTIONS_UNITS:
+        return ("h", "c", "z")
+    return ("h", "c")
 
 
 def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights, keep):
@@ -666,7 +684,7 @@ def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights, kee
                     unconnected_gradients=tf.UnconnectedGradients.ZERO,
                 )
             dx, dh0, dc0, d_kernel, d_recurrent, d_w = loops.grad_chunks(
-                x_s, saved["h"], saved["c"], saved.get("wh"), h0_s, c0_s, mask,
+                x_s, saved["h"], saved["c"], saved.get("z"), h0_s, c0_s, mask,
                 steps, dhs, dc_last, k_s, rk_s, w_s,
             )  # fmt: skip
             return [dx, dh0, dc0, d_kernel, d_recurrent, *(d_w[n] for n in names)]
@@ -753,7 +771,7 @@ def _compiled(
     )  # fmt: skip
     chains = [
         _chain(loops, x, h, c, m, steps, kernel, recurrent_kernel, weights,
-               _saved(record))
+               _saved(record, loops.cell.units))
         for x, h, c, m in parts
     ]  # fmt: skip
     hs, h_last, c_last = zip(*chains, strict=True)

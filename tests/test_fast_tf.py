@@ -252,6 +252,26 @@ def test_every_variant_matches_the_cell_loop(variant, go_backwards, gradients):
             np.testing.assert_allclose(a, e, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
+def test_every_variant_matches_the_cell_loop_with_projections_kept(
+    variant, gradients, monkeypatch
+):
+    # From _KEEP_PROJECTIONS_UNITS units on, training keeps each step's
+    # projections for the backward pass instead of computing them again.
+    monkeypatch.setattr(_fast_tf, "_KEEP_PROJECTIONS_UNITS", 1)
+    assert _fast_tf._saved(True, UNITS) == ("h", "c", "z")
+    rng = np.random.default_rng(7)
+    fast, loop = _variant_layers(variant, rng, go_backwards=True)
+    x = rng.normal(size=(4, 37, FEATURES)).astype("float32")
+    mask = rng.random((4, 37)) < 0.8
+    expected = gradients(loop, x, mask=mask)
+    actual = gradients(fast, x, mask=mask)
+    for e, a in zip(expected[0], actual[0], strict=True):
+        np.testing.assert_allclose(a, e, atol=TOL, rtol=TOL)
+    for e, a in zip(sum(expected[1:], []), sum(actual[1:], []), strict=True):
+        np.testing.assert_allclose(a, e, atol=1e-4, rtol=1e-4)
+
+
 def test_other_activations_run_compiled_and_match_the_cell_loop(gradients):
     rng = np.random.default_rng(7)
     options = dict(activation="relu", recurrent_activation="hard_sigmoid")
@@ -565,17 +585,17 @@ print(compilations())
 
 def test_small_batches_share_one_compiled_chunk(tmp_path):
     # Every batch of up to 8 rows per chain, fixed in the graph or not, runs the
-    # chunks compiled for the first one: in training, a forward and a backward
-    # chunk; outside it, one forward chunk, which keeps less of each step.
+    # chunks compiled for the first one (below _KEEP_PROJECTIONS_UNITS, training
+    # and inference share the forward chunk).
     first, trained, predicted = _printed_counts(_SMALL_BATCHES, tmp_path / "xla")
     assert first > 0
     assert trained == first
-    assert predicted == first + 1
+    assert predicted == first
 
 
 _WARM_UP = """
 import threading, tensorflow as tf, keras_lstm
-layer = keras_lstm.LSTM(8, return_sequences=True)
+layer = keras_lstm.LSTM(int(sys.argv[2]), return_sequences=True)
 x = tf.ones((16, 40, 2))
 mask = tf.sequence_mask([40] * 10 + [25] * 6, 40)
 layer.build(x.shape)
@@ -596,10 +616,12 @@ print(compilations())
 """
 
 
-def test_a_traced_train_step_finds_its_chunks_compiled(tmp_path):
+@pytest.mark.parametrize("units", [8, _fast_tf._KEEP_PROJECTIONS_UNITS])
+def test_a_traced_train_step_finds_its_chunks_compiled(tmp_path, units):
     # Tracing starts the chunks' compilation (forward and backward) for the shapes
-    # traced; the first run then compiles nothing.
-    traced, run = _printed_counts(_WARM_UP, tmp_path / "xla")
+    # traced; the first run then compiles nothing, whether the forward keeps the
+    # projections for the backward or not.
+    traced, run = _printed_counts(_WARM_UP, tmp_path / "xla", units)
     assert traced == 2  # the forward and the backward chunk
     assert run == traced
 
