@@ -614,14 +614,19 @@ def _grad_chunks(loops, x, hs, cs, zs, h0, c0, mask, steps, dhs, dc, kernel, rk,
 
 
 def _saved(record, units):
-    """What the forward chunks keep of each step: the states, which the output and
-    the backward pass need, and where a tape records the call (its backward will
-    run) and the units are `_KEEP_PROJECTIONS_UNITS` or more, the projections the
-    backward pass would otherwise compute again, at the cost of 4u floats a row
-    and step of memory."""
-    if record and units >= _KEEP_PROJECTIONS_UNITS:
-        return ("h", "c", "z")
-    return ("h", "c")
+    """What the forward chunks keep of each step.
+
+    h, the output; c, for the backward pass; and from `_KEEP_PROJECTIONS_UNITS`
+    units on, where a tape records the call (its backward will run) the
+    projections the backward pass would otherwise compute again, at the cost of
+    4u floats a row and step of memory, and where none does, h alone (a gradient
+    asked for later, `tf.gradients`, runs the forward chunks again for c).
+    Below that, writing a step's values costs more than what it saves, and
+    training and inference share one compiled forward chunk.
+    """
+    if units < _KEEP_PROJECTIONS_UNITS:
+        return ("h", "c")
+    return ("h", "c", "z") if record else ("h",)
 
 
 def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights, keep):
@@ -654,9 +659,7 @@ def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights, kee
         # gradient accumulators, which XLA rejects and which are never used.
         x_s, h0_s, c0_s, k_s, rk_s, *values_s = (tf.stop_gradient(a) for a in inputs)
         w_s = dict(zip(names, values_s, strict=True))
-        # Inference keeps the states too: writing them costs little next to the
-        # matmul, and the same compiled chunk then serves fit, predict and
-        # tf.gradients without a tape (a second chunk is a second compilation).
+        # What each step keeps: see `_saved`.
         saved, h_last, c_last = loops.run_chunks(
             x_s, h0_s, c0_s, mask, steps, k_s, rk_s, w_s, keep
         )
@@ -671,6 +674,11 @@ def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights, kee
             # h_T is the carried h after the last step.
             last = [[(steps - 1) // CHUNK, (steps - 1) % CHUNK]]
             dhs = tf.tensor_scatter_nd_add(dhs, last, dh_last[None])
+            states = saved
+            if "c" not in states:  # a gradient no tape recorded: tf.gradients
+                states, _, _ = loops.run_chunks(
+                    x_s, h0_s, c0_s, mask, steps, k_s, rk_s, w_s, ("h", "c")
+                )
             if could_possibly_record():
                 # The gradient is itself being differentiated.
                 with tf.GradientTape() as tape:
@@ -684,7 +692,7 @@ def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights, kee
                     unconnected_gradients=tf.UnconnectedGradients.ZERO,
                 )
             dx, dh0, dc0, d_kernel, d_recurrent, d_w = loops.grad_chunks(
-                x_s, saved["h"], saved["c"], saved.get("z"), h0_s, c0_s, mask,
+                x_s, states["h"], states["c"], states.get("z"), h0_s, c0_s, mask,
                 steps, dhs, dc_last, k_s, rk_s, w_s,
             )  # fmt: skip
             return [dx, dh0, dc0, d_kernel, d_recurrent, *(d_w[n] for n in names)]

@@ -191,11 +191,17 @@ def test_graph_mode_unknown_batch_and_time():
         np.testing.assert_allclose(actual, expected, atol=TOL, rtol=TOL)
 
 
+@pytest.mark.parametrize("keep_from_units", [None, 1])
 @pytest.mark.parametrize("return_sequences", [True, False])
 @pytest.mark.parametrize("masked", [False, True])
-def test_gradient_without_a_tape(masked, return_sequences):
+def test_gradient_without_a_tape(
+    masked, return_sequences, keep_from_units, monkeypatch
+):
     # With no tape recording, the forward keeps nothing per step that it does not
-    # return; tf.gradients must still work.
+    # return (from _KEEP_PROJECTIONS_UNITS units on, not even c); tf.gradients
+    # must still work.
+    if keep_from_units:
+        monkeypatch.setattr(_fast_tf, "_KEEP_PROJECTIONS_UNITS", keep_from_units)
     weights, x, h0, c0, cotangents = _random(3)
     mask = tf.constant(PADDED_MASK) if masked else None
     options = dict(return_sequences=return_sequences, go_backwards=masked)
