@@ -13,16 +13,20 @@ activation), and the work around it is reorganised:
   over the chunks;
 - the input projections of a chunk's steps are one matmul, `x @ kernel` over
   `(CHUNK * batch, input_dim)`, before its loop, and so are `dx` and `d kernel`
-  in its backward; nothing 4*units wide per step outlives a chunk;
-- the batch is split into chains, one per core, that run concurrently (XLA runs a
-  loop's small matmuls on one core). Where the batch size is only known at run time,
-  each chain's rows are padded up to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, ...,
-  so that a new batch size compiles a chunk at most once per bucket. Small batches
-  are padded up to as many rows as cost what one does (8 at up to 64 units), so
-  that they share one compiled chunk;
+  in its backward. Only in training, and from `_KEEP_PROJECTIONS_UNITS` units on,
+  does anything 4*units wide per step outlive its chunk: the projections, kept
+  for the backward pass (`_saved`);
+- the batch is split into chains, one per core, that run concurrently (a loop's
+  steps are too small to keep several cores busy). Where the batch size is only
+  known at run time, each chain's rows are padded up to the next of 1, 2, 3, 4, 6,
+  8, 12, 16, 24, ..., so that a new batch size compiles a chunk at most once per
+  bucket. Small batches are padded up to as many rows as cost what one does (8 at
+  up to 64 units), so that they share one compiled chunk;
 - the backward pass is written per step: it differentiates `LSTMCell.step` alone
   (automatically, inside the compiled backward chunk, from the saved states), and
-  collects `d W` as one matmul per chunk instead of one per step.
+  collects `d W` as one matmul per chunk instead of one per step. Where the step
+  adds `U x_t` and `W h_{t-1}` (`LSTMCell._sums_projections`), their one gradient
+  is kept once, and `d U` and `d W` are one matmul.
 
 Under nested gradient tapes or forward-mode autodiff (gradient penalties,
 Hessian-vector products, `tf.autodiff.ForwardAccumulator`), the gradient itself is
@@ -633,8 +637,8 @@ def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights, kee
     """hs (time, b, u), h_T and c_T of one chain, with their gradient.
 
     x (chunks, CHUNK, b, input_dim) in processing order, zeros after the last
-    step; mask (chunks, CHUNK, b, 1) bool or None. Nothing 4*units wide per step
-    is kept: each chunk projects its own inputs, forward and backward.
+    step; mask (chunks, CHUNK, b, 1) bool or None; keep, what the forward
+    chunks keep of each step (`_saved`).
     """
     names = sorted(weights)
     differentiable = [x, h0, c0, kernel, recurrent_kernel]
