@@ -410,16 +410,20 @@ class _Loops:
         h_prev = tf.concat([h_in[None], hs[:-1]], axis=0)  # (CHUNK, b, u)
         c_prev = tf.concat([c_in[None], cs[:-1]], axis=0)
         h_prev_rows = tf.reshape(h_prev, [-1, units])
+
+        def recurrent_projections():  # (CHUNK, b, 4u), one matmul
+            wh = tf.matmul(h_prev_rows, recurrent_kernel)
+            return tf.reshape(wh, [CHUNK, -1, 4 * units])
+
         summed = self.cell._sums_projections
-        ux = None if zs is not None and summed else _chunk_matmul(x, kernel)
-        if zs is None:
-            whs = tf.reshape(tf.matmul(h_prev_rows, recurrent_kernel), tf.shape(ux))
-            zs = ux + whs if summed else whs
         if summed:
             # The step sees the sum z_t alone, whose gradient is that of both.
+            if zs is None:
+                zs = _chunk_matmul(x, kernel) + recurrent_projections()
             ux, whs = zs, tf.zeros_like(zs)
         else:
-            whs = zs
+            ux = _chunk_matmul(x, kernel)
+            whs = recurrent_projections() if zs is None else zs
         recurrent_kernel_t = tf.transpose(recurrent_kernel)
         names = sorted(weights)
 
@@ -678,11 +682,6 @@ def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights, kee
             # h_T is the carried h after the last step.
             last = [[(steps - 1) // CHUNK, (steps - 1) % CHUNK]]
             dhs = tf.tensor_scatter_nd_add(dhs, last, dh_last[None])
-            states = saved
-            if "c" not in states:  # a gradient no tape recorded: tf.gradients
-                states, _, _ = loops.run_chunks(
-                    x_s, h0_s, c0_s, mask, steps, k_s, rk_s, w_s, ("h", "c")
-                )
             if could_possibly_record():
                 # The gradient is itself being differentiated.
                 with tf.GradientTape() as tape:
@@ -694,6 +693,11 @@ def _chain(loops, x, h0, c0, mask, steps, kernel, recurrent_kernel, weights, kee
                     inputs,
                     output_gradients=[_unchunked(dhs, steps), dc_last],
                     unconnected_gradients=tf.UnconnectedGradients.ZERO,
+                )
+            states = saved
+            if "c" not in states:  # a gradient no tape recorded: tf.gradients
+                states, _, _ = loops.run_chunks(
+                    x_s, h0_s, c0_s, mask, steps, k_s, rk_s, w_s, ("h", "c")
                 )
             dx, dh0, dc0, d_kernel, d_recurrent, d_w = loops.grad_chunks(
                 x_s, states["h"], states["c"], states.get("z"), h0_s, c0_s, mask,

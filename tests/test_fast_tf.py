@@ -249,13 +249,18 @@ def test_every_variant_matches_the_cell_loop(variant, go_backwards, gradients):
     x = rng.normal(size=(4, 37, FEATURES)).astype("float32")
     mask = rng.random((4, 37)) < 0.8
     for kwargs in ({}, {"mask": mask}):
-        expected = gradients(loop, x, **kwargs)
-        actual = gradients(fast, x, **kwargs)
-        for e, a in zip(expected[0], actual[0], strict=True):
-            np.testing.assert_allclose(a, e, atol=TOL, rtol=TOL)
-        # Gradients sum over 4 x 37 steps, in another order than the cell loop's.
-        for e, a in zip(sum(expected[1:], []), sum(actual[1:], []), strict=True):
-            np.testing.assert_allclose(a, e, atol=1e-4, rtol=1e-4)
+        _assert_same_gradients(
+            gradients(loop, x, **kwargs), gradients(fast, x, **kwargs)
+        )
+
+
+def _assert_same_gradients(expected, actual):
+    """`gradients(...)` of Keras's loop over the cell against the compiled loop's."""
+    for e, a in zip(expected[0], actual[0], strict=True):
+        np.testing.assert_allclose(a, e, atol=TOL, rtol=TOL)
+    # Gradients sum over 4 x 37 steps, in another order than the cell loop's.
+    for e, a in zip(sum(expected[1:], []), sum(actual[1:], []), strict=True):
+        np.testing.assert_allclose(a, e, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
@@ -270,12 +275,7 @@ def test_every_variant_matches_the_cell_loop_with_projections_kept(
     fast, loop = _variant_layers(variant, rng, go_backwards=True)
     x = rng.normal(size=(4, 37, FEATURES)).astype("float32")
     mask = rng.random((4, 37)) < 0.8
-    expected = gradients(loop, x, mask=mask)
-    actual = gradients(fast, x, mask=mask)
-    for e, a in zip(expected[0], actual[0], strict=True):
-        np.testing.assert_allclose(a, e, atol=TOL, rtol=TOL)
-    for e, a in zip(sum(expected[1:], []), sum(actual[1:], []), strict=True):
-        np.testing.assert_allclose(a, e, atol=1e-4, rtol=1e-4)
+    _assert_same_gradients(gradients(loop, x, mask=mask), gradients(fast, x, mask=mask))
 
 
 def test_other_activations_run_compiled_and_match_the_cell_loop(gradients):
