@@ -67,6 +67,22 @@ except ImportError:
         return could_possibly_record()
 
 
+try:
+    # How tf.function itself tells a tape that may differentiate twice.
+    from tensorflow.python.ops.gradients_util import (
+        POSSIBLE_GRADIENT_TYPES_HIGHER_ORDER,
+        PossibleTapeGradientTypes,
+    )
+
+    def _may_differentiate_twice(tensors):
+        higher = POSSIBLE_GRADIENT_TYPES_HIGHER_ORDER
+        return PossibleTapeGradientTypes(tensors) == higher
+except ImportError:
+
+    def _may_differentiate_twice(tensors):
+        return True
+
+
 # Steps per compiled chunk. The loop over chunks costs about one chunk launch
 # (tens of microseconds) per CHUNK steps; a padded step costs memory, not compute.
 CHUNK = 32
@@ -190,6 +206,9 @@ class _Loops:
             autograph=False,
             reduce_retracing=True,
         )
+        # The compiled path of a graph being traced, with its gradient, traced
+        # once per shape (`traced`).
+        self.sequence = tf.function(functools.partial(_compiled, self), autograph=False)
         # The plain loop for eager calls, as a graph: a step costs microseconds
         # there, tens of them as Python. One per configuration, like the others:
         # a function of the cell would be traced again for every new layer.
@@ -244,6 +263,29 @@ class _Loops:
         )
         return {k: a.stack() for k, a in arrays.items()}, h, c
 
+    def traced(self, x, h0, c0, mask, kernel, recurrent_kernel, weights, record):
+        """`_compiled` in a graph being traced, through a function traced once
+        per batch size and feature sizes, whatever the length, and differentiated
+        once: Keras traces a train step twice, and the second trace then costs
+        one function call instead of the whole chain set-up and its gradient
+        again (about 0.4 s for `LSTM(32)`). Only for gradients of the first
+        order: a function's gradient is itself differentiated from its graph,
+        which holds the compiled chunks.
+        """
+
+        def any_length(a):  # x and mask
+            return None if a is None else tf.TensorSpec([None, *a.shape[1:]], a.dtype)
+
+        def exact(a):
+            return tf.TensorSpec(a.shape, a.dtype)
+
+        specs = (
+            any_length(x), exact(h0), exact(c0), any_length(mask), exact(kernel),
+            exact(recurrent_kernel), {n: exact(w) for n, w in weights.items()},
+        )  # fmt: skip
+        concrete = self.sequence.get_concrete_function(*specs, record)
+        return concrete(x, h0, c0, mask, kernel, recurrent_kernel, weights, record)
+
     @staticmethod
     def call(chunk, x, *args):
         """Calls `chunk` (`forward_chunk` or `backward_chunk`) through its trace for
@@ -278,18 +320,37 @@ class _Loops:
         compilations (about 0.25 s forward and 0.5 s backward for `LSTM(32)`) after
         all the tracing; started here, they overlap with the rest of the tracing
         (Keras traces a train step twice), and the graph finds them in XLA's
-        cache. Once per shape; nothing in eager calls, or where a shape is known
-        only at run time. Takes tensors or `tf.TensorSpec`s: x (CHUNK, b,
+        cache. Once per shape; nothing in eager calls. Where the batch size is
+        known only at run time, for the smallest row bucket (see below). Takes
+        tensors or `tf.TensorSpec`s: x (CHUNK, b,
         input_dim) and mask (CHUNK, b, 1) or None, one chunk's; h, c (b, u);
         backward: whether a gradient tape records the call (a training step):
         the forward chunk then keeps what the backward one needs, which is
         compiled too.
         """
+        if tf.executing_eagerly():
+            return
+
+        def spec(t, rows=None):
+            if t is None:
+                return None
+            shape = t.shape if rows is None else [*t.shape[:-2], rows, t.shape[-1]]
+            return tf.TensorSpec(shape, t.dtype)
+
+        if h.shape[0] is None:
+            # The batch size is known only at run time (length-bucketed batches,
+            # a dataset with a partial last batch): guess the smallest row
+            # bucket, that of every batch of up to cores * _min_rows sequences.
+            # A wrong guess costs a compilation on a core the tracing leaves idle.
+            rows = _min_rows(self.cell.units)
+            x, h, c, mask = (spec(t, rows) for t in (x, h, c, mask))
+        x, h, c, mask, kernel, recurrent_kernel = map(
+            spec, (x, h, c, mask, kernel, recurrent_kernel)
+        )
+        weights = {name: spec(w) for name, w in weights.items()}
         tensors = [x, h, c, kernel, recurrent_kernel, *weights.values()]
         tensors += [] if mask is None else [mask]
-        if tf.executing_eagerly() or not all(
-            t.shape.is_fully_defined() for t in tensors
-        ):
+        if not all(t.shape.is_fully_defined() for t in tensors):
             return
         key = (tuple(tuple(t.shape) for t in tensors), x.dtype, mask is None)
         wanted = ["forward", "backward"] if backward else ["forward"]
@@ -298,13 +359,6 @@ class _Loops:
             return
         self._warmed.update((w, key) for w in wanted)
 
-        def spec(t):
-            return None if t is None else tf.TensorSpec(t.shape, t.dtype)
-
-        x, h, c, mask, kernel, recurrent_kernel = map(
-            spec, (x, h, c, mask, kernel, recurrent_kernel)
-        )
-        weights = {name: spec(w) for name, w in weights.items()}
         n = tf.TensorSpec([], tf.int32)
         states = tf.TensorSpec([CHUNK, *h.shape], h.dtype)
         keep = _saved(backward, self.cell.units)
@@ -764,23 +818,26 @@ def _chains(batch, x, h0, c0, mask):
     return zip(*parts, strict=True)
 
 
-def _batch_size(inputs):
-    static = inputs.shape[0]
-    return static if static is not None else tf.shape(inputs)[0]
+def _batch_size(inputs, axis=0):
+    static = inputs.shape[axis]
+    return static if static is not None else tf.shape(inputs)[axis]
 
 
 def _compiled(
-    loops, x, h0, c0, mask, kernel, recurrent_kernel, weights, batch
+    loops, x, h0, c0, mask, kernel, recurrent_kernel, weights, record
 ):  # fmt: skip
-    """hs (time, batch, u), h_T, c_T from the compiled chunks, chains in parallel."""
+    """hs (time, batch, u), h_T, c_T from the compiled chunks, chains in parallel.
+
+    record: whether a gradient tape records the call (`_saved`).
+    """
     steps = tf.shape(x)[0]
+    batch = _batch_size(x, axis=1)
     parts = list(_chains(batch, x, h0, c0, mask))
 
     def one_chunk(a):  # (chunks, CHUNK, ...) -> (CHUNK, ...)
         return None if a is None else tf.TensorSpec(a.shape[1:], a.dtype)
 
     x_c, h, c, m = parts[0]  # every chain has the same shapes
-    record = could_possibly_record()
     loops.warm_up(
         one_chunk(x_c), h, c, one_chunk(m), kernel, recurrent_kernel, weights,
         backward=record,
@@ -873,8 +930,18 @@ def lstm_sequence(
     batch = _batch_size(inputs)
     args = (x, h0, c0, mask, kernel, recurrent_kernel, weights)
 
+    watched = [x, h0, c0, kernel, recurrent_kernel, *weights.values()]
     if training or (isinstance(batch, int) and batch > 1):
-        hs, h_last, c_last = _compiled(_loops_for(cell), *args, batch)
+        loops = _loops_for(cell)
+        record = could_possibly_record()
+        if (
+            tf.executing_eagerly()
+            or _may_differentiate_twice(watched)
+            or _has_tangents(watched)
+        ):
+            hs, h_last, c_last = _compiled(loops, *args, record)
+        else:
+            hs, h_last, c_last = loops.traced(*args, record)
     else:
         # One sequence, or a batch size known only when the graph runs (an
         # exported model, `predict`'s trace for a partial last batch): the plain
@@ -882,7 +949,6 @@ def lstm_sequence(
         # first call a compilation at every new row bucket (about 1 s against
         # Keras's 0.3 s at batch 64), and every load of an exported model the
         # preparation of their functions (its first call 0.15-0.3 s against 0.1 s).
-        watched = [x, h0, c0, kernel, recurrent_kernel, *weights.values()]
         if tf.executing_eagerly() and not _has_tangents(watched):
             hs, h_last, c_last = _loops_for(cell).plain(*args, per_step=True)
         else:
