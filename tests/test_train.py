@@ -366,7 +366,9 @@ def test_task_run(cli_runs, name):
         assert samples.Tags()[event_accumulator.TENSORS] == ["samples/text"]
         meta = samples.SummaryMetadata("samples/text")
         assert meta.plugin_data.plugin_name == "text"
-        assert steps(samples, "samples/text") == list(range(1, epochs + 1))
+        # Each epoch's text at that epoch's epoch_loss step.
+        written = steps(load(run_dir / "train"), "epoch_loss")
+        assert steps(samples, "samples/text") == written == list(range(epochs))
         text = tensor_util.make_ndarray(
             samples.Tensors("samples/text")[-1].tensor_proto
         )

@@ -79,7 +79,8 @@ class TextSamples(keras.callbacks.Callback):
             f"**…{_markdown(prompt[-60:])}** {_markdown(text)}"
             for prompt, text in self.sample()
         ]
-        with self._writer.as_default(step=epoch + 1):
+        # At Keras's own step for the epoch (epoch_loss, the gates): 0 for the first.
+        with self._writer.as_default(step=epoch):
             tf.summary.text(
                 "samples/text",
                 "\n\n".join(lines),
