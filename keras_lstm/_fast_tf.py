@@ -68,6 +68,18 @@ except ImportError:
 
 
 try:
+    # Whether a graph is traced inside an XLA computation (jit_compile=True).
+    from tensorflow.python.ops.control_flow_util import GraphOrParentsInXlaContext
+
+    def _in_xla_computation():
+        return GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+except ImportError:
+
+    def _in_xla_computation():
+        return False
+
+
+try:
     # How tf.function itself tells a tape that may differentiate twice.
     from tensorflow.python.ops.gradients_util import (
         POSSIBLE_GRADIENT_TYPES_HIGHER_ORDER,
@@ -320,7 +332,8 @@ class _Loops:
         compilations (about 0.25 s forward and 0.5 s backward for `LSTM(32)`) after
         all the tracing; started here, they overlap with the rest of the tracing
         (Keras traces a train step twice), and the graph finds them in XLA's
-        cache. Once per shape; nothing in eager calls. Where the batch size is
+        cache. Once per shape; nothing in eager calls or inside a computation
+        that XLA compiles as a whole (`jit_compile=True`). Where the batch size is
         known only at run time, for the smallest row bucket (see below). Takes
         tensors or `tf.TensorSpec`s: x (CHUNK, b,
         input_dim) and mask (CHUNK, b, 1) or None, one chunk's; h, c (b, u);
@@ -328,7 +341,9 @@ class _Loops:
         the forward chunk then keeps what the backward one needs, which is
         compiled too.
         """
-        if tf.executing_eagerly():
+        if tf.executing_eagerly() or _in_xla_computation():
+            # Inside a jit_compile=True function, XLA compiles the chunks as part
+            # of the whole: compiled on their own, they would never run.
             return
 
         def spec(t, rows=None):

@@ -641,6 +641,32 @@ def test_a_traced_train_step_finds_its_chunks_compiled(tmp_path, units, batch):
     assert run == traced
 
 
+_JIT_TRAIN_STEP = """
+import threading, tensorflow as tf, keras_lstm
+layer = keras_lstm.LSTM(8)
+layer.build((8, 40, 2))
+
+@tf.function(jit_compile=True)
+def train_step(x):
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(x, training=True))
+    return tape.gradient(loss, layer.trainable_weights)
+
+train_step.get_concrete_function(tf.TensorSpec([8, 40, 2]))
+for thread in threading.enumerate():
+    if thread is not threading.current_thread():
+        thread.join()
+print(compilations())
+"""
+
+
+def test_a_jit_compiled_train_step_compiles_no_chunk_of_its_own(tmp_path):
+    # XLA compiles a jit_compile=True step whole, chunks included: compiling
+    # them alone while it is traced would only take CPU from it.
+    (traced,) = _printed_counts(_JIT_TRAIN_STEP, tmp_path / "xla")
+    assert traced == 0
+
+
 def _text_model(layer):
     inputs = keras.Input((None,), dtype="int32")
     x = keras.layers.Embedding(20, 4, mask_zero=True)(inputs)
