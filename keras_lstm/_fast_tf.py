@@ -946,6 +946,10 @@ def lstm_sequence(
     if training or (isinstance(batch, int) and batch > 1):
         loops = _loops_for(cell)
         record = could_possibly_record()
+        # The one traced function (`_Loops.traced`) only where its gradient is
+        # of the first order: a gradient differentiated again, or forward-mode
+        # tangents, take the uncompiled loop inside `_chain`. Eagerly, nothing is
+        # traced twice.
         if (
             tf.executing_eagerly()
             or _may_differentiate_twice(watched)
