@@ -352,14 +352,6 @@ class _Loops:
             # Inside a jit_compile=True function, XLA compiles the chunks as part
             # of the whole: compiled on their own, they would never run.
             return
-
-        def spec(t):
-            return None if t is None else tf.TensorSpec(t.shape, t.dtype)
-
-        x, h, c, mask, kernel, recurrent_kernel = map(
-            spec, (x, h, c, mask, kernel, recurrent_kernel)
-        )
-        weights = {name: spec(w) for name, w in weights.items()}
         tensors = [x, h, c, kernel, recurrent_kernel, *weights.values()]
         tensors += [] if mask is None else [mask]
         if not all(t.shape.is_fully_defined() for t in tensors):
@@ -371,6 +363,13 @@ class _Loops:
             return
         self._warmed.update((w, key) for w in wanted)
 
+        def spec(t):
+            return None if t is None else tf.TensorSpec(t.shape, t.dtype)
+
+        x, h, c, mask, kernel, recurrent_kernel = map(
+            spec, (x, h, c, mask, kernel, recurrent_kernel)
+        )
+        weights = {name: spec(w) for name, w in weights.items()}
         n = tf.TensorSpec([], tf.int32)
         states = tf.TensorSpec([CHUNK, *h.shape], h.dtype)
         keep = _saved(backward, self.cell.units)
