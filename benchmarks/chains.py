@@ -9,12 +9,13 @@ times the forward pass that `predict` runs:
 - two chains in one process, concurrently, as `predict` runs them;
 - one chain in each of two processes at the same time;
 
-and, for comparison, PyTorch's `nn.LSTM` inference on the whole batch (its default
-threads, a process of its own), where PyTorch is installed. Each is reported in
-microseconds per step and as a ratio to one chain alone, measured in the same run
-(medians of the repeats). Two chains that took no longer than one chain alone
-would run a batch twice as fast as one chain of all its rows; what they take beyond
-that, and what one chain takes, bound how fast `predict` can be here.
+and, for comparison, `bench.py`'s PyTorch `predict` on the whole batch (`nn.LSTM`
+and its Dense output, default threads, a process of its own), where PyTorch is
+installed. Each is reported in microseconds per step and as a ratio to one chain
+alone, measured in the same run (medians of the repeats). Two chains that took no
+longer than one chain alone would run a batch twice as fast as one chain of all its
+rows; what they take beyond that, and what one chain takes, bound how fast `predict`
+can be here.
 
     python benchmarks/chains.py
 """
@@ -31,7 +32,16 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-ROWS, UNITS, FEATURES, STEPS = 32, 128, 32, 100
+from bench import (  # noqa: E402
+    BATCH,
+    FEATURES,
+    UNITS,
+    TorchChild,
+    cpu_flags,
+    machine_description,
+)
+
+ROWS, STEPS = BATCH // 2, 100
 CALLS = 10  # forward passes per timing
 
 
@@ -85,26 +95,6 @@ def child():
         print(microseconds_per_step(run, x), flush=True)
 
 
-def torch_microseconds_per_step(repeats):
-    """PyTorch's nn.LSTM forward pass on 2 * ROWS rows, or None without PyTorch."""
-    code = f"""
-import statistics, time, torch
-lstm = torch.nn.LSTM({FEATURES}, {UNITS}, batch_first=True)
-x = torch.randn(2 * {ROWS}, {STEPS}, {FEATURES})
-timings = []
-with torch.no_grad():
-    lstm(x)
-    for _ in range({repeats}):
-        start = time.perf_counter()
-        for _ in range({CALLS}):
-            lstm(x)
-        timings.append((time.perf_counter() - start) / {CALLS} / {STEPS} * 1e6)
-print(statistics.median(timings))
-"""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    return float(out.stdout) if out.returncode == 0 else None
-
-
 def in_children(count, repeats):
     """Timings of one chain in each of `count` processes started together."""
     args = [sys.executable, os.path.abspath(__file__), "--child"]
@@ -113,7 +103,8 @@ def in_children(count, repeats):
         for _ in range(count)
     ]
     for process in children:
-        assert process.stdout.readline().strip() == "ready"
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError("a timing process failed to start")
     timings = []
     for _ in range(repeats):
         for process in children:
@@ -134,8 +125,6 @@ def main():
     if args.child:
         return child()
 
-    from bench import cpu_flags, machine_description
-
     one, two = forward_pass(1), forward_pass(2)
     timings = {"one chain alone": [], "two chains, one process": []}
     for _ in range(args.repeats):  # alternated, so that both see the same load
@@ -143,7 +132,12 @@ def main():
         timings["two chains, one process"].append(microseconds_per_step(*two))
     alone = in_children(1, args.repeats)
     timings["one chain, one process of two"] = in_children(2, args.repeats)
-    torch = torch_microseconds_per_step(args.repeats)
+    torch = TorchChild(quick=True)  # bench.py's model, batch BATCH
+    torch_timings = []
+    if torch.available:
+        for _ in range(args.repeats):
+            torch_timings.append(1e6 / torch.rate(STEPS, "predict") / STEPS)
+    torch.close()
 
     print(machine_description())
     print(f"CPU flags: {cpu_flags()}")
@@ -159,8 +153,9 @@ def main():
             print(f"{'one chain, a process alone':>32} {base:8.1f} {1:8.2f}")
         median = statistics.median(values)
         print(f"{name:>32} {median:8.1f} {median / base:8.2f}")
-    if torch is not None:
-        print(f"{'PyTorch nn.LSTM, both chains':>32} {torch:8.1f}")
+    if torch_timings:
+        median = statistics.median(torch_timings)
+        print(f"{'PyTorch nn.LSTM, both chains':>32} {median:8.1f}")
 
 
 if __name__ == "__main__":
