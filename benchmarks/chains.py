@@ -126,12 +126,23 @@ def main():
         return child()
 
     one, two = forward_pass(1), forward_pass(2)
-    timings = {"one chain alone": [], "two chains, one process": []}
+    one_alone, two_in_one = [], []
     for _ in range(args.repeats):  # alternated, so that both see the same load
-        timings["one chain alone"].append(microseconds_per_step(*one))
-        timings["two chains, one process"].append(microseconds_per_step(*two))
-    alone = in_children(1, args.repeats)
-    timings["one chain, one process of two"] = in_children(2, args.repeats)
+        one_alone.append(microseconds_per_step(*one))
+        two_in_one.append(microseconds_per_step(*two))
+    alone = statistics.median(one_alone)
+    process_alone = statistics.median(in_children(1, args.repeats))
+    # (name, microseconds per step, the one-chain time it is compared with)
+    rows = [
+        ("one chain alone", alone, alone),
+        ("two chains, one process", statistics.median(two_in_one), alone),
+        ("one chain, a process alone", process_alone, process_alone),
+        (
+            "one chain, one process of two",
+            statistics.median(in_children(2, args.repeats)),
+            process_alone,
+        ),
+    ]
     torch = TorchChild(quick=True)  # bench.py's model, batch BATCH
     torch_timings = []
     if torch.available:
@@ -145,13 +156,8 @@ def main():
         f"{ROWS} rows a chain, {UNITS} units, {FEATURES} features, {STEPS} steps; "
         f"medians of {args.repeats} repeats"
     )
-    base = statistics.median(timings["one chain alone"])
     print(f"\n{'':>32} {'us/step':>8} {'x alone':>8}")
-    for name, values in timings.items():
-        if name == "one chain, one process of two":
-            base = statistics.median(alone)  # the same child code, alone
-            print(f"{'one chain, a process alone':>32} {base:8.1f} {1:8.2f}")
-        median = statistics.median(values)
+    for name, median, base in rows:
         print(f"{name:>32} {median:8.1f} {median / base:8.2f}")
     if torch_timings:
         median = statistics.median(torch_timings)
