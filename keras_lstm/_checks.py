@@ -65,6 +65,17 @@ def one_of(name, value, choices):
     return value
 
 
+def samples(name, inputs) -> int:
+    """How many samples `inputs` (an array, or a list or dict of arrays with
+    the samples on axis 0) holds; at least one, or an ArgumentError."""
+    flat = keras.tree.flatten(inputs)
+    shape = tuple(np.shape(flat[0])) if flat else ()
+    if not shape or shape[0] == 0:
+        got = f"an empty batch of shape {shape}" if shape else repr(inputs)
+        raise ArgumentError(name, "a batch of at least one sample", got)
+    return shape[0]
+
+
 def activation(name, value):
     try:
         return keras.activations.get(value)

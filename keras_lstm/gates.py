@@ -140,11 +140,11 @@ class GateReader:
     def __init__(self, model_or_layer):
         self.sources = _sources(model_or_layer)
         if not self.sources:
-            raise ValueError(
-                "Received an invalid value for argument `model_or_layer`: expected "
+            raise _checks.ArgumentError(
+                "model_or_layer",
                 "a model or layer containing keras_lstm layers (keras_lstm.LSTM, "
-                "or keras.layers.RNN of keras_lstm.LSTMCell), got "
-                f"{model_or_layer!r}"
+                "or keras.layers.RNN of keras_lstm.LSTMCell)",
+                repr(model_or_layer),
             )
         self._target = weakref.ref(model_or_layer)
         self._compiled = {}  # TensorFlow: input signature -> tf.function
@@ -153,8 +153,8 @@ class GateReader:
     def __call__(self, inputs, mask=None, batch_size=None):
         batch_size = 32 if batch_size is None else batch_size
         batch_size = _checks.positive_int("batch_size", batch_size)
+        samples = _checks.samples("inputs", inputs)
         target = self._target()
-        samples = len(keras.tree.flatten(inputs)[0])
         state = [(v, keras.ops.convert_to_numpy(v)) for v in _call_state(target)]
         results = {}
         try:

@@ -418,10 +418,10 @@ def recording_gates(layer):
     """
     cells = lstm_cells(layer)
     if cells is None:
-        raise ValueError(
-            "Received an invalid value for argument `layer`: expected a "
-            "keras_lstm.LSTM or a keras.layers.RNN of keras_lstm.LSTMCell, "
-            f"got {layer!r}"
+        raise _checks.ArgumentError(
+            "layer",
+            "a keras_lstm.LSTM or a keras.layers.RNN of keras_lstm.LSTMCell",
+            repr(layer),
         )
     calls = []
     wrapped = layer.__dict__.get("inner_loop")  # A recording already under way.

@@ -284,9 +284,27 @@ def test_model_without_lstm_layers_is_refused_before_training(tmp_path):
     )
     callback = GateTensorBoard(tmp_path, np.zeros((1, TIME, FEATURES)))
     x, y = np.zeros((4, TIME, FEATURES)), np.zeros((4, TIME, 1))
-    with pytest.raises(ValueError, match="keras_lstm"):
+    with pytest.raises(keras_lstm.ArgumentError, match="keras_lstm") as error:
         model.fit(x, y, epochs=2, callbacks=[started, callback], verbose=0)
+    assert error.value.argument == "model_or_layer"
     assert epochs == []
+
+
+def test_an_empty_probe_is_refused_before_training(tmp_path):
+    empty = np.zeros((0, TIME, FEATURES), "float32")
+    with pytest.raises(keras_lstm.ArgumentError, match="empty batch") as error:
+        GateTensorBoard(tmp_path / "gates", empty)
+    assert error.value.argument == "inputs"
+    assert not (tmp_path / "gates").exists()
+
+
+def test_write_gate_dashboard_refuses_an_empty_probe_and_writes_nothing(tmp_path):
+    model = keras.Sequential([keras.Input((TIME, FEATURES)), keras_lstm.LSTM(2)])
+    empty = np.zeros((0, TIME, FEATURES), "float32")
+    with pytest.raises(keras_lstm.ArgumentError, match="empty batch") as error:
+        keras_lstm.write_gate_dashboard(model, empty, None, tmp_path / "run")
+    assert error.value.argument == "inputs"
+    assert not (tmp_path / "run").exists()
 
 
 def test_writing_gates_leaves_training_unchanged(tmp_path):
@@ -312,8 +330,9 @@ def test_writing_gates_leaves_training_unchanged(tmp_path):
 
 @pytest.mark.parametrize("freq", [0, -1, 1.5, "2", True, None])
 def test_bad_freq_raises(tmp_path, freq):
-    with pytest.raises(ValueError, match="freq"):
+    with pytest.raises(keras_lstm.ArgumentError, match="freq") as error:
         GateTensorBoard(tmp_path, np.zeros((1, TIME, FEATURES)), freq=freq)
+    assert error.value.argument == "freq"
 
 
 def test_callback_is_exported_by_the_package():

@@ -436,8 +436,21 @@ def test_recording_gates_keeps_every_call_inside_the_block(rng, randomize):
 )
 def test_model_without_keras_lstm_layers_is_rejected(layer):
     model = keras.Sequential([keras.Input((TIME, FEATURES)), layer()])
-    with pytest.raises(ValueError, match="`model_or_layer`"):
+    with pytest.raises(keras_lstm.ArgumentError, match="`model_or_layer`") as error:
         gate_activations(model, np.zeros((BATCH, TIME, FEATURES), "float32"))
+    assert error.value.argument == "model_or_layer"
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [np.zeros((0, TIME, FEATURES), "float32"), [np.zeros((0, TIME, FEATURES))]],
+    ids=["array", "list"],
+)
+def test_an_empty_batch_is_refused(inputs):
+    model = keras.Sequential([keras.Input((TIME, FEATURES)), keras_lstm.LSTM(UNITS)])
+    with pytest.raises(keras_lstm.ArgumentError, match="empty batch") as error:
+        gate_activations(model, inputs)
+    assert error.value.argument == "inputs"
 
 
 @pytest.mark.parametrize("batch_size", [0, 2.5, "8"])

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import keras
 import numpy as np
 
+from keras_lstm import _checks
 from keras_lstm.cell import GATES
 from keras_lstm.gates import (
     SIGMOID_GATES,
@@ -16,7 +17,7 @@ from keras_lstm.gates import (
     unmasked_values,
 )
 from keras_lstm.tensorboard import summary
-from keras_lstm.tensorboard.summary import check_labels, dashboard_labels, samples
+from keras_lstm.tensorboard.summary import check_labels, dashboard_labels
 
 DESCRIPTIONS = {
     "input_gate": "i_t: how much of the candidate enters the cell (0 closed, 1 open)",
@@ -84,24 +85,22 @@ class GateTensorBoard(keras.callbacks.Callback):
         dashboard: bool = True,
     ):
         super().__init__()
-        if not isinstance(freq, int) or isinstance(freq, bool) or freq <= 0:
-            raise ValueError(
-                "Received an invalid value for argument `freq`: expected a positive "
-                f"integer, got {freq!r}"
-            )
+        freq = _checks.positive_int("freq", freq)
         if labels is not None and step_labels is not None:
-            raise ValueError(
-                "Received an invalid value for argument `step_labels`: expected "
-                "None when `labels` is given (labels[0] labels the heatmap "
-                f"images), got {step_labels!r}"
+            raise _checks.ArgumentError(
+                "step_labels",
+                "None when `labels` is given (labels[0] labels the heatmap images)",
+                repr(step_labels),
             )
+        # An empty probe would train the first epoch and then have no gates.
+        size = _checks.samples("inputs", inputs)
         self.log_dir = os.fspath(log_dir)
         self.inputs = inputs
         self.mask = mask
         self.freq = freq
         # Checked here against the probe's size; against the gates' time when
         # they are first computed.
-        self.labels = None if labels is None else check_labels(labels, samples(inputs))
+        self.labels = None if labels is None else check_labels(labels, size)
         if step_labels is None and self.labels is not None:
             step_labels = self.labels[0]
         self.step_labels = None if step_labels is None else list(step_labels)

@@ -219,6 +219,7 @@ def write_gate_dashboard(
     """
     import numbers
 
+    from keras_lstm import _checks
     from keras_lstm._checks import ArgumentError
     from keras_lstm.gates import gate_activations
 
@@ -226,18 +227,12 @@ def write_gate_dashboard(
         raise ArgumentError("step", "a non-negative integer", repr(step))
     if not isinstance(logdir, (str, os.PathLike)):
         raise ArgumentError("logdir", "a directory path", repr(logdir))
+    size = _checks.samples("inputs", inputs)
     if labels is not None:
-        labels = check_labels(labels, samples(inputs))
+        labels = check_labels(labels, size)
     gates = gate_activations(model, inputs, mask=mask)
     write_dashboard(os.fspath(logdir), gates, labels, inputs, int(step))
     return gates
-
-
-def samples(inputs) -> int:
-    """How many sequences `inputs` (an array, or a list or dict of them) holds."""
-    import keras
-
-    return len(keras.tree.flatten(inputs)[0])
 
 
 def dashboard_labels(gates: dict, labels, inputs) -> np.ndarray:
