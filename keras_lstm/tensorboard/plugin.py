@@ -11,15 +11,19 @@ under `/data/plugin/lstm_gates/`, for JSON:
     saturation?run&layer&step                 per unit: left/right, sigmoid gates
     history?run&layer&sequence&unit&gate      one unit across the logged steps
 
-A bad or missing parameter answers 400 with one line of text. Data comes from
-TensorBoard's data provider, which keeps a sample of each series' steps (by
-default 10 here; `--samples_per_plugin lstm_gates=0` keeps every one).
+A bad or missing parameter answers 400 with one line of text, and so does a
+layer whose data is not as `summary` writes it (checked by `summary`'s
+readers). `runs` leaves out the layers and steps it can see are bad without
+reading a blob (bad metadata or mask, and blobs a data route found bad), and
+logs why once. Data comes from TensorBoard's data provider, which keeps a
+sample of each series' steps (by default 10 here; `--samples_per_plugin
+lstm_gates=0` keeps every one).
 """
 
 from __future__ import annotations
 
 import collections
-import json
+import logging
 import mimetypes
 import os
 import posixpath
@@ -39,7 +43,10 @@ from keras_lstm.tensorboard.summary import (
     LABELS_TAG,
     MASK_TAG,
     PLUGIN_NAME,
-    decode_array,
+    FormatError,
+    check_mask,
+    decode_gates,
+    gates_content,
 )
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -57,10 +64,15 @@ _ALL_STEPS = 1_000_000
 # Decoded steps kept between requests (one step of one layer each): the page
 # asks for several views of the same step in a row.
 _CACHE_BYTES = 256 * 2**20
+_log = logging.getLogger(__name__)
 
 
 class BadRequest(ValueError):
     """A request the plugin cannot answer: 400, with this one-line message."""
+
+
+class _BadData(BadRequest):
+    """A layer's data at one step is not as `summary` writes it."""
 
 
 def _route(handler):
@@ -88,6 +100,11 @@ class GatesPlugin(base_plugin.TBPlugin):
     def __init__(self, context: base_plugin.TBContext):
         self._provider = context.data_provider
         self._cache = _ArrayCache(_CACHE_BYTES)
+        self._lock = threading.Lock()
+        self._logged = set()  # (run, layer, problem)
+        # (experiment, blob key, wall time) -> problem, of the blobs a data
+        # route found bad; `runs` leaves their steps out.
+        self._bad_blobs = {}
 
     def get_plugin_apps(self):
         # Exact routes win over the static catch-all (TensorBoard tries them
@@ -150,17 +167,38 @@ class GatesPlugin(base_plugin.TBPlugin):
                 mask = masks.get(run, {}).get(f"{layer}/{MASK_TAG}", [])
                 if not data or not mask:
                     continue
-                content = json.loads(series[run][tag].plugin_content or b"{}")
-                sequences, time = mask[-1].numpy.shape
-                layers[layer] = {
-                    "steps": sorted({d.step for d in data}),
-                    "units": int(content.get("units", 0)),
-                    "sequences": int(sequences),
-                    "time": int(time),
-                }
+                listed = self._listed_layer(
+                    eid, run, layer, series[run][tag], data, mask
+                )
+                if listed is not None:
+                    layers[layer] = listed
             if layers:
                 runs[run] = {"layers": layers}
         return {"runs": runs}
+
+    def _listed_layer(self, eid, run, layer, series, data, masks) -> dict | None:
+        """A layer's entry in `runs`, without the steps that are bad as far as
+        can be seen without reading a blob; None if none is left."""
+        try:
+            content = gates_content(series.plugin_content)
+        except FormatError as error:
+            self._log_once(run, layer, str(error))
+            return None
+        kept = {}
+        for datum in data:
+            try:
+                kept[datum.step] = self._checked_step(eid, run, layer, datum, masks)
+            except _BadData:
+                continue  # logged
+        if not kept:
+            return None
+        sequences, time = kept[max(kept)].mask.shape
+        return {
+            "steps": sorted(kept),
+            "units": int(content.get("units", 0)),
+            "sequences": int(sequences),
+            "time": int(time),
+        }
 
     @_route
     def _serve_heatmap(self, request):
@@ -240,14 +278,19 @@ class GatesPlugin(base_plugin.TBPlugin):
             "right_saturated": [],
         }
         # Checked against the latest step; an earlier step written with fewer
-        # sequences or units is left out.
+        # sequences or units, or whose data is bad (as `runs` does), is left
+        # out.
+        eid = plugin_util.experiment_id(request.environ)
         latest = max(blobs)
-        last = _Step(run, layer, latest, *blobs[latest], _at_step(masks, latest))
+        last = self._checked_step(eid, run, layer, blobs[latest], masks)
         sequence = _int_arg(request, "sequence", last.sequences)
         unit = _int_arg(request, "unit", self._gates(request, last).shape[-1])
         for number in sorted(blobs):
-            step = _Step(run, layer, number, *blobs[number], _at_step(masks, number))
-            values = self._gates(request, step)[GATES.index(gate)]
+            try:
+                step = self._checked_step(eid, run, layer, blobs[number], masks)
+                values = self._gates(request, step)[GATES.index(gate)]
+            except _BadData:
+                continue
             if sequence >= step.sequences or unit >= values.shape[-1]:
                 continue
             stats = unit_statistics(values[..., unit : unit + 1], step.mask)
@@ -290,14 +333,23 @@ class GatesPlugin(base_plugin.TBPlugin):
                 f"({', '.join(map(str, sorted(blobs)))}), got {number}"
             )
         masks = self._series(ctx, eid, run, f"{layer}/{MASK_TAG}")
-        return _Step(run, layer, number, *blobs[number], _at_step(masks, number))
+        return self._checked_step(eid, run, layer, blobs[number], masks)
 
-    def _blobs(self, ctx, eid, run, layer) -> dict[int, tuple[str, float]]:
-        """`{step: (blob key, wall time)}` of a layer's gates; no data is read."""
+    def _blobs(self, ctx, eid, run, layer) -> dict[int, provider.BlobSequenceDatum]:
+        """`{step: datum}` of a layer's gates, its metadata checked; no blob is
+        read."""
         tag = f"{layer}/{GATES_TAG}"
-        data = self._read_all(
-            self._provider.read_blob_sequences, ctx, eid, [run], [tag]
+        listed = self._provider.list_blob_sequences(
+            ctx,
+            experiment_id=eid,
+            plugin_name=PLUGIN_NAME,
+            run_tag_filter=provider.RunTagFilter(runs=[run], tags=[tag]),
         )
+        data = {}
+        if tag in listed.get(run, {}):
+            data = self._read_all(
+                self._provider.read_blob_sequences, ctx, eid, [run], [tag]
+            )
         if run not in data and not self._has_run(ctx, eid, run):
             raise BadRequest(
                 f"Received an invalid value for argument `run`: expected a run "
@@ -309,7 +361,52 @@ class GatesPlugin(base_plugin.TBPlugin):
                 f"Received an invalid value for argument `layer`: expected a "
                 f"layer of run {run!r}, got {layer!r}"
             )
-        return {d.step: (d.values[0].blob_key, d.wall_time) for d in series}
+        try:
+            gates_content(listed[run][tag].plugin_content)
+        except FormatError as error:
+            raise self._bad_data(run, layer, str(error)) from None
+        return {d.step: d for d in series}
+
+    def _checked_step(self, eid, run, layer, datum, masks) -> _Step:
+        """The `_Step` of one datum of a layer's gates, or a `_BadData` if
+        what is known of it without reading its blob is bad."""
+        where = f"step {datum.step}: "
+        if len(datum.values) != 1:
+            raise self._bad_data(
+                run,
+                layer,
+                where + f"gates: expected one blob per step, got {len(datum.values)}",
+            )
+        blob_key = datum.values[0].blob_key
+        with self._lock:
+            problem = self._bad_blobs.get((eid, blob_key, datum.wall_time))
+        if problem is not None:
+            raise self._bad_data(run, layer, problem)
+        try:
+            mask = check_mask(_at_step(masks, datum.step))
+        except FormatError as error:
+            raise self._bad_data(run, layer, where + str(error)) from None
+        return _Step(run, layer, datum.step, blob_key, datum.wall_time, mask)
+
+    def _bad_data(self, run, layer, problem: str) -> _BadData:
+        """The error that answers a request for a layer whose data is bad;
+        the problem is logged once."""
+        self._log_once(run, layer, problem)
+        return _BadData(f"Layer {layer!r} of run {run!r}: {problem}")
+
+    def _log_once(self, run, layer, problem: str) -> None:
+        """Logs once that `runs` leaves out a layer, or steps of it, and why:
+        the page shows a 400's line only to whoever asked."""
+        with self._lock:
+            if (run, layer, problem) in self._logged:
+                return
+            self._logged.add((run, layer, problem))
+        _log.warning(
+            "LSTM gates: leaving out bad data of layer %r in run %r: %s",
+            layer,
+            run,
+            problem,
+        )
 
     def _read_all(self, read, ctx, eid, runs, tags) -> dict:
         """Every kept step of `tags` in `runs`, by `read` (the data provider's
@@ -340,16 +437,26 @@ class GatesPlugin(base_plugin.TBPlugin):
         """The step's gates, float16 `(6, batch, time, units)`, read once."""
         key = (plugin_util.experiment_id(request.environ), step.blob_key, step.wall)
         array = self._cache.get(key)
+        problem = None
         if array is None:
             ctx = plugin_util.context(request.environ)
-            array = decode_array(self._provider.read_blob(ctx, blob_key=step.blob_key))
-            self._cache.put(key, array)
-        if array.shape[1:3] != step.mask.shape:
-            raise BadRequest(
-                f"Step {step.step} of {step.layer!r} in run {step.run!r} has gates "
-                f"of {array.shape[1:3]} (sequence, time) and a mask of "
-                f"{step.mask.shape}"
+            try:
+                array = decode_gates(
+                    self._provider.read_blob(ctx, blob_key=step.blob_key)
+                )
+            except FormatError as error:
+                problem = f"step {step.step}: {error}"
+            else:
+                self._cache.put(key, array)
+        if problem is None and array.shape[1:3] != step.mask.shape:
+            problem = (
+                f"step {step.step}: gates of {array.shape[1:3]} (sequence, time) "
+                f"and a mask of {step.mask.shape}"
             )
+        if problem is not None:
+            with self._lock:
+                self._bad_blobs[key] = problem
+            raise self._bad_data(step.run, step.layer, problem)
         return array
 
     def _labels(self, request, step: _Step) -> np.ndarray:
@@ -368,7 +475,7 @@ class _Step:
     def __init__(self, run, layer, step, blob_key, wall, mask):
         self.run, self.layer, self.step = run, layer, step
         self.blob_key, self.wall = blob_key, wall
-        self.mask = np.asarray(mask, dtype=bool)
+        self.mask = mask  # bool (sequence, time), as `check_mask` returns it
         self.sequences = self.mask.shape[0]
 
 

@@ -12,13 +12,16 @@ Under the TensorBoard run being written, at each logged step:
 - `<layer>/mask`: bool `(batch, time)`, False at the steps the layer skipped.
 - `labels`: string `(batch, time)`, what each probe input step was.
 
-The dashboard (`keras_lstm.tensorboard.plugin`) reads them back.
+The dashboard (`keras_lstm.tensorboard.plugin`) reads them back through
+`gates_content`, `decode_gates` and `check_mask`, which refuse with a
+`FormatError` whatever this module would not have written.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from collections.abc import Sequence
 
@@ -33,6 +36,36 @@ LABELS_TAG = "labels"
 # The plugin content of the `<layer>/gates` series: what a reader needs to
 # know without loading a step.
 _CONTENT_VERSION = 1
+# The gates' dtype, written and read back: half the bytes of float32, and
+# gates lie in [-1, 1] (the cell state aside), where float16 keeps 3 digits.
+# A float32 blob is refused rather than read: it was not written here.
+GATES_DTYPE = np.dtype(np.float16)
+# The `.npy` versions `np.save` writes for a plain numeric array.
+_NPY_HEADER_READERS = {
+    (1, 0): np.lib.format.read_array_header_1_0,
+    (2, 0): np.lib.format.read_array_header_2_0,
+}
+
+
+class FormatError(ValueError):
+    """Data read back that is not as this module writes it.
+
+    `str(error)` is one line: "gates blob: expected ..., got ...".
+
+    Args:
+        what: What was read, e.g. "gates blob", "mask".
+        expected: What this module writes there.
+        got: What was there instead.
+    """
+
+    def __init__(self, what: str, expected: str, got: str):
+        super().__init__(what, expected, got)
+        self.what = what
+        self.expected = expected
+        self.got = got
+
+    def __str__(self) -> str:
+        return f"{self.what}: expected {self.expected}, got {self.got}"
 
 
 def _metadata(description: str, data_class: str, content: dict | None = None):
@@ -54,7 +87,7 @@ def _metadata(description: str, data_class: str, content: dict | None = None):
 def pack_gates(gates: dict[str, np.ndarray]) -> np.ndarray:
     """One layer's gates (as `gate_activations` returns them) as float16
     `(6, batch, time, units)`, in `GATES` order."""
-    return np.stack([np.asarray(gates[g], dtype=np.float16) for g in GATES])
+    return np.stack([np.asarray(gates[g], dtype=GATES_DTYPE) for g in GATES])
 
 
 def encode_array(array: np.ndarray) -> bytes:
@@ -64,9 +97,96 @@ def encode_array(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def decode_array(blob: bytes) -> np.ndarray:
-    """The array of `encode_array`'s bytes."""
-    return np.load(io.BytesIO(blob), allow_pickle=False)
+def decode_array(blob: bytes, what: str = "blob") -> np.ndarray:
+    """The array of `encode_array`'s bytes, read-only, or a FormatError about
+    `what`.
+
+    The header's shape and dtype are checked against the size of the data that
+    follows before the array is made, without a copy: a header can claim any
+    shape, and `np.load` allocates what it claims before reading.
+    """
+    expected = "the bytes of an .npy file"
+    if not isinstance(blob, bytes):
+        raise FormatError(what, expected, f"a {type(blob).__name__}")
+    stream = io.BytesIO(blob)
+    try:
+        version = np.lib.format.read_magic(stream)
+    except ValueError:
+        raise FormatError(
+            what, expected, f"{len(blob)} bytes without the .npy magic string"
+        ) from None
+    read_header = _NPY_HEADER_READERS.get(version)
+    if read_header is None:
+        raise FormatError(what, expected, f".npy format version {version}")
+    try:
+        shape, fortran_order, dtype = read_header(stream)
+    except (ValueError, TypeError, SyntaxError) as error:
+        raise FormatError(what, expected, f"a bad .npy header ({error})") from None
+    if dtype.hasobject or dtype.itemsize == 0:
+        raise FormatError(what, "an .npy file of numbers", f"one of {dtype}")
+    if any(n < 0 for n in shape):
+        raise FormatError(what, expected, f"a header of shape {shape}")
+    count = math.prod(shape)
+    claimed = count * dtype.itemsize
+    offset = stream.tell()
+    if claimed != len(blob) - offset:
+        raise FormatError(
+            what,
+            f"the {claimed} bytes of data its header claims ({dtype} {shape})",
+            f"{len(blob) - offset} bytes",
+        )
+    array = np.frombuffer(blob, dtype, count, offset)
+    return array.reshape(shape, order="F" if fortran_order else "C")
+
+
+def decode_gates(blob: bytes) -> np.ndarray:
+    """The gates of a `<layer>/gates` blob: float16 `(6, batch, time, units)`,
+    read-only; a FormatError for anything `write_layer` would not have written.
+    """
+    array = decode_array(blob, "gates blob")
+    expected = f"{GATES_DTYPE} ({len(GATES)}, sequence, time, unit)"
+    if (
+        array.dtype.kind != GATES_DTYPE.kind
+        or array.dtype.itemsize != GATES_DTYPE.itemsize
+        or array.ndim != 4
+        or array.shape[0] != len(GATES)
+    ):
+        raise FormatError("gates blob", expected, f"{array.dtype} {array.shape}")
+    return array.astype(GATES_DTYPE, copy=False)  # to native byte order
+
+
+def check_mask(mask) -> np.ndarray:
+    """A `<layer>/mask` as read back, as bool `(batch, time)`, or a FormatError.
+
+    Numbers are accepted (nonzero keeps a step), as `write_layer` converts
+    them; strings and objects are not.
+    """
+    array = np.asarray(mask)
+    if array.ndim != 2 or array.dtype.kind not in "biuf":
+        raise FormatError(
+            "mask", "bool (sequence, time)", f"{array.dtype} {array.shape}"
+        )
+    return array.astype(bool)
+
+
+def gates_content(content: bytes | None) -> dict:
+    """The plugin content of a `<layer>/gates` series, as `write_layer` writes
+    it: a JSON object whose `units`, where present, is a positive integer. A
+    FormatError for anything else."""
+    what = "gates metadata"
+    expected = 'a JSON object such as {"units": 4}'
+    try:
+        parsed = json.loads(content or b"{}")
+    except ValueError:  # not JSON, or not UTF-8
+        raise FormatError(what, expected, repr(bytes(content)[:40])) from None
+    if not isinstance(parsed, dict):
+        raise FormatError(what, expected, f"a JSON {type(parsed).__name__}")
+    units = parsed.get("units")
+    if units is not None and (
+        isinstance(units, bool) or not isinstance(units, int) or units <= 0
+    ):
+        raise FormatError(what, "a positive integer for `units`", repr(units))
+    return parsed
 
 
 def write_layer(layer: str, gates: dict[str, np.ndarray]) -> None:
