@@ -12,7 +12,7 @@ import numpy as np
 
 from keras_lstm import _checks
 from keras_lstm.cell import GATES
-from keras_lstm.layer import GateRecord, lstm_cells, recording_gates
+from keras_lstm.recording import GateRecord, lstm_cells, recording_gates
 
 
 def lstm_layers(model_or_layer) -> dict[str, keras.layers.Layer]:
@@ -142,8 +142,8 @@ class GateReader:
         if not self.sources:
             raise _checks.ArgumentError(
                 "model_or_layer",
-                "a model or layer containing keras_lstm layers (keras_lstm.LSTM, "
-                "or keras.layers.RNN of keras_lstm.LSTMCell)",
+                "a model or layer containing LSTM layers (keras_lstm.LSTM, "
+                "keras.layers.LSTM, or keras.layers.RNN of LSTM cells)",
                 repr(model_or_layer),
             )
         self._target = weakref.ref(model_or_layer)

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, NamedTuple
-
 import keras
 from keras import ops
 
 from keras_lstm import _checks
-from keras_lstm.cell import LSTMCell, pack_gates
+from keras_lstm.cell import LSTMCell
 
 
 @keras.saving.register_keras_serializable(package="keras_lstm")
@@ -190,6 +187,8 @@ class LSTM(keras.layers.RNN):
         `with layer.recording_gates() as record:` is `recording_gates(layer)`
         (see there); `keras_lstm.gate_activations` is built on it.
         """
+        from keras_lstm.recording import recording_gates
+
         return recording_gates(self)
 
     # The cell's settings, read-only, as keras.layers.LSTM shows them.
@@ -348,173 +347,3 @@ def _backend_functions(name):
 
         functions.append(jax.numpy.tanh)
     return functions
-
-
-def lstm_cells(layer) -> tuple[LSTMCell, ...] | None:
-    """The keras_lstm cells `layer` runs, in stacking order, or None.
-
-    A `keras_lstm.LSTM` runs one; a `keras.layers.RNN` runs its cell, if that is
-    a `keras_lstm.LSTMCell`, or its `StackedRNNCells`, if they all are.
-    """
-    if not isinstance(layer, keras.layers.RNN):
-        return None
-    cells = layer.cell
-    if isinstance(cells, keras.layers.StackedRNNCells):
-        cells = cells.cells
-    else:
-        cells = [cells]
-    if cells and all(isinstance(cell, LSTMCell) for cell in cells):
-        return tuple(cells)
-    return None
-
-
-class GateRecord(NamedTuple):
-    """What one call of a keras_lstm layer computed in one of its cells.
-
-    Attributes:
-        packed: (time, batch, 6*units), each step's values side by side in
-            `GATES` order (`keras_lstm.cell.pack_gates`), in reading order (from
-            the last input step under `go_backwards`). At masked steps the
-            values are unspecified (the loop discards them).
-        mask: (time, batch) booleans in reading order, or None.
-        initial_state: `(h_0, c_0)`, each (batch, units).
-
-    `keras_lstm.gates.unpack_gates` turns one into arrays in input order.
-    """
-
-    packed: Any
-    mask: Any
-    initial_state: tuple
-
-
-@contextlib.contextmanager
-def recording_gates(layer):
-    """Keeps the gates of every call of a keras_lstm layer inside the block.
-
-    Args:
-        layer: A `keras_lstm.LSTM`, or a `keras.layers.RNN` whose cell is a
-            `keras_lstm.LSTMCell` or a `StackedRNNCells` of them.
-
-    Yields:
-        A list to which each call of `layer` appends a tuple with one
-        `GateRecord` per cell (one for a `keras_lstm.LSTM`), tensors that can
-        leave a `tf.function`.
-
-    The layer computes its outputs as it always does. Keras layers have no call
-    hooks, so for the block the layer's `inner_loop` (which `keras.layers.RNN`
-    calls with the sequences, initial states and mask) is wrapped: after the
-    sequence loop, the same inputs run through a loop that keeps every gate of
-    every step (`_fast_tf.lstm_gates` where the layer's own loop is the fast
-    path, else the cell's steps in `keras.ops.scan`).
-
-    Example:
-
-    >>> layer = keras_lstm.LSTM(4)
-    >>> with layer.recording_gates() as record:
-    ...     layer(np.zeros((2, 7, 3)))
-    >>> (gates,) = record[0]
-    >>> tuple(gates.packed.shape)
-    (7, 2, 24)
-    """
-    cells = lstm_cells(layer)
-    if cells is None:
-        raise _checks.ArgumentError(
-            "layer",
-            "a keras_lstm.LSTM or a keras.layers.RNN of keras_lstm.LSTMCell",
-            repr(layer),
-        )
-    calls = []
-    wrapped = layer.__dict__.get("inner_loop")  # A recording already under way.
-    inner_loop = layer.inner_loop
-
-    def recording_inner_loop(sequences, initial_state, mask, training=False):
-        result = inner_loop(sequences, initial_state, mask, training=training)
-        calls.append(
-            _gate_records(layer, cells, sequences, initial_state, mask, training)
-        )
-        return result
-
-    layer.inner_loop = recording_inner_loop
-    try:
-        yield calls
-    finally:
-        if wrapped is None:
-            del layer.inner_loop
-        else:
-            layer.inner_loop = wrapped
-
-
-def _gate_records(layer, cells, sequences, initial_state, mask, training):
-    """One `GateRecord` per cell, from the arguments of `layer.inner_loop`."""
-    if isinstance(mask, (list, tuple)):
-        mask = mask[0]
-    x = sequences
-    if not keras.backend.is_float_dtype(x.dtype):
-        x = ops.cast(x, cells[0].compute_dtype)
-    if mask is not None:
-        mask = ops.cast(ops.reshape(mask, ops.shape(x)[:2]), "bool")
-    if layer.go_backwards:
-        x = ops.flip(x, axis=1)
-        mask = None if mask is None else ops.flip(mask, axis=1)
-    stacked = isinstance(layer.cell, keras.layers.StackedRNNCells)
-    states = initial_state if stacked else [initial_state]  # [h_0, c_0] per cell
-    # Copies: a stateful layer's h_0 and c_0 are its state variables, which
-    # keras.layers.RNN assigns the final states after this loop.
-    states = keras.tree.map_structure(ops.copy, states)
-    records = []
-    for cell, (h0, c0) in zip(cells, states, strict=True):
-        if _fast_path_applies(cell, layer.unroll, training):
-            import tensorflow as tf
-
-            from keras_lstm import _fast_tf
-
-            if training and cell.dropout > 0:
-                x = x * cell.get_dropout_mask(x[:, 0])[:, None]
-            # Tensors, not Keras variables: this may run inside a tf.function,
-            # where `lstm_gates` (itself a tf.function) cannot trace variables.
-            kernel, recurrent_kernel, weights = keras.tree.map_structure(
-                tf.convert_to_tensor,
-                (cell.kernel, cell.recurrent_kernel, _step_weights(cell)),
-            )
-            packed = _fast_tf.lstm_gates(
-                cell, x, h0, c0, kernel, recurrent_kernel, weights, mask=mask
-            )
-        else:
-            packed = _scanned_gates(cell, x, h0, c0, mask, training)
-        time_mask = None if mask is None else ops.transpose(mask)
-        records.append(GateRecord(packed, time_mask, (h0, c0)))
-        # The next cell of a stack reads this one's h_t at each step.
-        x = ops.transpose(packed[..., 5 * cell.units :], (1, 0, 2))
-    return tuple(records)
-
-
-def _scanned_gates(cell, x, h0, c0, mask, training):
-    """What `_fast_tf.lstm_gates` returns, from the cell's own steps: any backend,
-    dropout in the step.
-
-    x (batch, time, features) and mask (batch, time) in reading order; returns
-    (time, batch, 6*units).
-    """
-    units = cell.units
-    xs = ops.transpose(x, (1, 0, 2))  # (time, batch, features)
-    if mask is not None:
-        xs = (xs, ops.transpose(mask)[..., None])
-
-    # The carry is the previous step's packed values, so that `keras.ops.scan`
-    # returns the same structure it carries (its TensorFlow version needs that).
-    def step(previous, inputs):
-        x_t, m_t = inputs if mask is not None else (inputs, None)
-        c_prev = previous[:, 4 * units : 5 * units]
-        h_prev = previous[:, 5 * units :]
-        u_x, w_h = cell.projections(x_t, h_prev, training=training)
-        i, f, g, o, c, h = cell.step(u_x, w_h, c_prev)
-        if m_t is not None:
-            # A masked step carries the states through (keras.backend.rnn).
-            c = ops.where(m_t, c, c_prev)
-            h = ops.where(m_t, h, h_prev)
-        packed = pack_gates(i, f, g, o, c, h)
-        return packed, packed
-
-    start = ops.concatenate([ops.zeros_like(h0)] * 4 + [c0, h0], axis=-1)
-    _, packed = ops.scan(step, start, xs)
-    return packed

@@ -284,7 +284,7 @@ def test_model_without_lstm_layers_is_refused_before_training(tmp_path):
     )
     callback = GateTensorBoard(tmp_path, np.zeros((1, TIME, FEATURES)))
     x, y = np.zeros((4, TIME, FEATURES)), np.zeros((4, TIME, 1))
-    with pytest.raises(keras_lstm.ArgumentError, match="keras_lstm") as error:
+    with pytest.raises(keras_lstm.ArgumentError, match="LSTM layers") as error:
         model.fit(x, y, epochs=2, callbacks=[started, callback], verbose=0)
     assert error.value.argument == "model_or_layer"
     assert epochs == []

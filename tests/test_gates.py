@@ -429,12 +429,12 @@ def test_recording_gates_keeps_every_call_inside_the_block(rng, randomize):
     "layer",
     [
         lambda: keras.layers.Dense(2),
-        lambda: keras.layers.LSTM(2),
-        lambda: keras.layers.RNN(keras.layers.LSTMCell(2)),
+        lambda: keras.layers.GRU(2),
+        lambda: keras.layers.RNN(keras.layers.SimpleRNNCell(2)),
     ],
-    ids=["dense", "keras_lstm", "keras_rnn"],
+    ids=["dense", "gru", "simple_rnn"],
 )
-def test_model_without_keras_lstm_layers_is_rejected(layer):
+def test_model_without_lstm_layers_is_rejected(layer):
     model = keras.Sequential([keras.Input((TIME, FEATURES)), layer()])
     with pytest.raises(keras_lstm.ArgumentError, match="`model_or_layer`") as error:
         gate_activations(model, np.zeros((BATCH, TIME, FEATURES), "float32"))

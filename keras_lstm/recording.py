@@ -1,0 +1,377 @@
+"""Recording the gates of an LSTM layer, whichever kernel runs its loop.
+
+Every LSTM layer Keras can hold is recorded the same way: a `keras_lstm.LSTM`,
+a `keras.layers.LSTM`, and a `keras.layers.RNN` of `keras_lstm.LSTMCell` or
+`keras.layers.LSTMCell` (alone or in a `StackedRNNCells`). The gates of a step
+are a function of the weights, x_t, h_{t-1} and c_{t-1}. So where the layer
+runs one cell, its own loop runs as it always does (our compiled loop, Keras's
+loop, cuDNN or PyTorch's kernel) and the gates follow from the h sequence it
+returns, without a second recurrent loop:
+
+    z_t = U x_t + W h_{t-1} + b          every step at once: two matmuls
+    c_t = f_t * c_{t-1} + i_t * g_t      elementwise, over time (`_cell_states`)
+    i, f, g, o, c, h                     the cell's step, every step at once
+
+Where that cannot be done (a stack of cells, whose inner h sequences the
+loop does not return; dropout in training, whose masks the loop drew; an
+unrolled loop, see `_record`), the loop that computes the output keeps the
+gates as it goes (`_gate_loop`). `_record` is where the choice is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, NamedTuple
+
+import keras
+from keras import ops
+
+from keras_lstm import _checks
+from keras_lstm.cell import LSTMCell, pack_gates
+
+
+class GateRecord(NamedTuple):
+    """What one call of an LSTM layer computed in one of its cells.
+
+    Attributes:
+        packed: (time, batch, 6*units), each step's values side by side in
+            `GATES` order (`keras_lstm.cell.pack_gates`), in reading order (from
+            the last input step under `go_backwards`). At masked steps the
+            values are unspecified.
+        mask: (time, batch) booleans in reading order, or None.
+        initial_state: `(h_0, c_0)`, each (batch, units).
+
+    `keras_lstm.gates.unpack_gates` turns one into arrays in input order.
+    """
+
+    packed: Any
+    mask: Any
+    initial_state: tuple
+
+
+def lstm_cells(layer) -> tuple | None:
+    """The LSTM cells `layer` runs, in stacking order, or None.
+
+    `layer` must be a `keras.layers.RNN` (which `keras_lstm.LSTM` and
+    `keras.layers.LSTM` are) whose cell is a `keras_lstm.LSTMCell` or a
+    `keras.layers.LSTMCell`, or a `StackedRNNCells` of them.
+    """
+    if not isinstance(layer, keras.layers.RNN):
+        return None
+    cells = layer.cell
+    if isinstance(cells, keras.layers.StackedRNNCells):
+        cells = cells.cells
+    else:
+        cells = [cells]
+    lstm = (LSTMCell, keras.layers.LSTMCell)
+    if cells and all(isinstance(cell, lstm) for cell in cells):
+        return tuple(cells)
+    return None
+
+
+class _KerasEquations:
+    """`keras.layers.LSTMCell`'s step in `LSTMCell.step`'s terms: the equations
+    of the "standard" variant, with the cell's activations."""
+
+    variant = "standard"
+
+    def __init__(self, cell):
+        self.cell = cell
+        self.units = cell.units
+
+    def step(self, u_x, w_h, c_prev):
+        cell = self.cell
+        z = u_x + w_h
+        if cell.use_bias:
+            z = z + cell.bias
+        # Keras's gate order is ours: i, f, c (our g), o.
+        z_i, z_f, z_g, z_o = ops.split(z, 4, axis=-1)
+        sigmoid, tanh = cell.recurrent_activation, cell.activation
+        i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o)
+        g = tanh(z_g)
+        c = f * c_prev + i * g
+        h = o * tanh(c)
+        return i, f, g, o, c, h
+
+
+def _equations(cell):
+    return cell if isinstance(cell, LSTMCell) else _KerasEquations(cell)
+
+
+@contextlib.contextmanager
+def recording_gates(layer):
+    """Keeps the gates of every call of an LSTM layer inside the block.
+
+    Args:
+        layer: A `keras_lstm.LSTM` or `keras.layers.LSTM`, or a
+            `keras.layers.RNN` whose cell is a `keras_lstm.LSTMCell`, a
+            `keras.layers.LSTMCell` or a `StackedRNNCells` of them.
+
+    Yields:
+        A list to which each call of `layer` appends a tuple with one
+        `GateRecord` per cell (one for a single cell), tensors that can leave
+        a `tf.function` or a `jax.jit`.
+
+    The layer's outputs are what it computes outside the block. Keras layers
+    have no call hooks, so for the block the layer's `inner_loop` (which
+    `keras.layers.RNN` calls with the sequences, initial states and mask) is
+    wrapped; see the module docstring for what the wrapper runs.
+
+    Example:
+
+    >>> layer = keras.layers.LSTM(4)
+    >>> with recording_gates(layer) as record:
+    ...     layer(np.zeros((2, 7, 3)))
+    >>> (gates,) = record[0]
+    >>> tuple(gates.packed.shape)
+    (7, 2, 24)
+    """
+    cells = lstm_cells(layer)
+    if cells is None:
+        raise _checks.ArgumentError(
+            "layer",
+            "an LSTM layer (keras_lstm.LSTM, keras.layers.LSTM, or "
+            "keras.layers.RNN of LSTM cells)",
+            repr(layer),
+        )
+    calls = []
+    wrapped = layer.__dict__.get("inner_loop")  # A recording already under way.
+    inner_loop = layer.inner_loop
+
+    def recording_inner_loop(sequences, initial_state, mask, training=False):
+        result, records = _record(
+            layer, cells, inner_loop, sequences, initial_state, mask, training
+        )
+        calls.append(records)
+        return result
+
+    layer.inner_loop = recording_inner_loop
+    try:
+        yield calls
+    finally:
+        if wrapped is None:
+            del layer.inner_loop
+        else:
+            layer.inner_loop = wrapped
+
+
+def _record(layer, cells, inner_loop, sequences, initial_state, mask, training):
+    """`inner_loop`'s result, and one `GateRecord` per cell."""
+    if isinstance(mask, (list, tuple)):
+        mask = mask[0]
+    stacked = isinstance(layer.cell, keras.layers.StackedRNNCells)
+    # Copies: a stateful layer's h_0 and c_0 are its state variables, which
+    # keras.layers.RNN assigns the final states after the loop.
+    states = keras.tree.map_structure(ops.copy, initial_state)
+    dropout = training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in cells)
+    # Keras's unrolled loop zeroes the outputs of masked steps by the mask in
+    # input order, also under go_backwards: its h sequence cannot be trusted.
+    if stacked or dropout or layer.unroll:
+        return _gate_loop(layer, cells, sequences, states, mask, training)
+    # The whole h sequence, whatever the layer returns: every kernel keeps it.
+    return_sequences = layer.return_sequences
+    layer.return_sequences = True
+    try:
+        result = inner_loop(sequences, initial_state, mask, training=training)
+    finally:
+        layer.return_sequences = return_sequences
+    x, mask = _reading_order(layer, cells[0], sequences, mask)
+    h0, c0 = states
+    outputs = ops.cast(result[1], x.dtype)  # (batch, time, units), reading order
+    packed = _gates_from_outputs(_equations(cells[0]), x, outputs, h0, c0, mask)
+    time_mask = None if mask is None else ops.transpose(mask)
+    return result, (GateRecord(packed, time_mask, (h0, c0)),)
+
+
+def _reading_order(layer, cell, sequences, mask):
+    """x (batch, time, features) and mask (batch, time) in reading order."""
+    x = sequences
+    if not keras.backend.is_float_dtype(x.dtype):
+        x = ops.cast(x, cell.compute_dtype)
+    if mask is not None:
+        mask = ops.cast(ops.reshape(mask, ops.shape(x)[:2]), "bool")
+    if layer.go_backwards:
+        x = ops.flip(x, axis=1)
+        mask = None if mask is None else ops.flip(mask, axis=1)
+    return x, mask
+
+
+def _gates_from_outputs(equations, x, outputs, h0, c0, mask):
+    """Every gate of every step, from the h sequence the layer's loop returned.
+
+    Args:
+        equations: The cell, or `_KerasEquations` of a Keras cell.
+        x: (batch, time, features) and `outputs` (batch, time, units), both in
+            reading order; `mask` (batch, time) or None; h0, c0 (batch, units).
+
+    Returns:
+        (time, batch, 6*units), as `GateRecord.packed`.
+    """
+    cell = getattr(equations, "cell", equations)
+    batch, time = ops.shape(x)[0], ops.shape(x)[1]
+    h0 = ops.cast(h0, outputs.dtype)
+    c0 = ops.cast(c0, outputs.dtype)
+    if mask is not None:
+        # A masked step carries h through (its output may be zeros instead).
+        outputs = _carry_through(outputs, h0, mask)
+    h_prev = ops.concatenate([h0[:, None], outputs[:, :-1]], axis=1)
+    rows = (-1, equations.units)
+    u_x = ops.matmul(ops.reshape(x, (-1, ops.shape(x)[-1])), cell.kernel)
+    w_h = ops.matmul(ops.reshape(h_prev, rows), cell.recurrent_kernel)
+    # (batch*time, 4*units): the step's arguments for every step at once.
+    if equations.variant == "peephole":
+        c_prev = _cell_states_by_step(equations, u_x, w_h, c0, mask, batch, time)
+    else:
+        # i, f and g do not read c_{t-1}: one pass gives them, any c will do.
+        zeros = ops.zeros_like(ops.reshape(h_prev, rows))
+        i, f, g, _, _, _ = equations.step(u_x, w_h, zeros)
+        shape = (batch, time, equations.units)
+        c = _cell_states(
+            ops.reshape(f, shape), ops.reshape(i * g, shape), c0, mask
+        )  # (batch, time, units)
+        c_prev = ops.concatenate([c0[:, None], c[:, :-1]], axis=1)
+    i, f, g, o, c, h = equations.step(u_x, w_h, ops.reshape(c_prev, rows))
+    packed = ops.reshape(pack_gates(i, f, g, o, c, h), (batch, time, -1))
+    return ops.transpose(packed, (1, 0, 2))
+
+
+def _carry_through(outputs, h0, mask):
+    """`outputs` with each masked step replaced by the last real step's h (h0
+    before the first): what the loop carried."""
+    time = ops.shape(outputs)[1]
+    steps = ops.arange(time)[None, :]
+    last_real = ops.cumsum(ops.cast(mask, "int32"), axis=1)  # real steps so far
+    # The index of the last real step at or before t: the largest real index.
+    index = ops.where(mask, steps, -1)
+    index = _cumulative_max(index)
+    carried = ops.take_along_axis(outputs, ops.maximum(index, 0)[..., None], axis=1)
+    return ops.where((last_real == 0)[..., None], h0[:, None], carried)
+
+
+def _cumulative_max(a):
+    """Running maximum over axis 1 of an int tensor (batch, time)."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.lax.cummax(a, axis=1)
+    if keras.backend.backend() == "torch":
+        import torch
+
+        return torch.cummax(a, dim=1).values
+    import tensorflow as tf
+
+    return tf.transpose(tf.scan(tf.maximum, tf.transpose(a)))
+
+
+def _cell_states(f, ig, c0, mask):
+    """c_t = f_t * c_{t-1} + ig_t from c0, carried through masked steps.
+
+    f and ig are (batch, time, units); returns c (batch, time, units). The
+    recurrence is elementwise: no matmul in the loop.
+    """
+    if mask is not None:
+        keep = mask[..., None]
+        f = ops.where(keep, f, ops.ones_like(f))
+        ig = ops.where(keep, ig, ops.zeros_like(ig))
+    xs = (ops.transpose(f, (1, 0, 2)), ops.transpose(ig, (1, 0, 2)))
+
+    def step(c_prev, inputs):
+        f_t, ig_t = inputs
+        c = f_t * c_prev + ig_t
+        return c, c
+
+    _, c = ops.scan(step, c0, xs)
+    return ops.transpose(c, (1, 0, 2))
+
+
+def _cell_states_by_step(equations, u_x, w_h, c0, mask, batch, time):
+    """c_{t-1} of every step, (batch*time, units), where the gates read c (the
+    peephole variant): the cell's step over time, the projections given."""
+    units = equations.units
+    xs = (
+        ops.transpose(ops.reshape(u_x, (batch, time, -1)), (1, 0, 2)),
+        ops.transpose(ops.reshape(w_h, (batch, time, -1)), (1, 0, 2)),
+    )
+    keep = ops.ones((time, batch, 1), "bool") if mask is None else ops.transpose(mask)
+    xs = (*xs, ops.reshape(keep, (time, batch, 1)))
+
+    def step(c_prev, inputs):
+        u_x_t, w_h_t, keep_t = inputs
+        c = equations.step(u_x_t, w_h_t, c_prev)[4]
+        c = ops.where(keep_t, c, c_prev)
+        return c, c_prev
+
+    _, c_prev = ops.scan(step, c0, xs)  # (time, batch, units)
+    return ops.reshape(ops.transpose(c_prev, (1, 0, 2)), (-1, units))
+
+
+def _gate_loop(layer, cells, sequences, states, mask, training):
+    """The layer's loop run by its cells' steps, keeping every gate: what
+    `keras.layers.RNN` would compute, and one `GateRecord` per cell."""
+    x, mask = _reading_order(layer, cells[0], sequences, mask)
+    stacked = isinstance(layer.cell, keras.layers.StackedRNNCells)
+    states = states if stacked else [states]  # [h_0, c_0] per cell
+    xs = ops.transpose(x, (1, 0, 2))  # (time, batch, features)
+    keep = None if mask is None else ops.transpose(mask)[..., None]
+    widths = [6 * cell.units for cell in cells]
+
+    def step(previous, inputs):
+        x_t, keep_t = inputs if keep is not None else (inputs, None)
+        packed = []
+        for cell, carry in zip(cells, _split(previous, widths), strict=True):
+            units = cell.units
+            c_prev = carry[:, 4 * units : 5 * units]
+            h_prev = carry[:, 5 * units :]
+            u_x, w_h = _projections(cell, x_t, h_prev, training)
+            i, f, g, o, c, h = _equations(cell).step(u_x, w_h, c_prev)
+            if keep_t is not None:
+                c = ops.where(keep_t, c, c_prev)
+                h = ops.where(keep_t, h, h_prev)
+            packed.append(pack_gates(i, f, g, o, c, h))
+            x_t = h  # the next cell of a stack reads this one's h_t
+        packed = ops.concatenate(packed, axis=-1)
+        return packed, packed
+
+    start = []
+    for h0, c0 in states:
+        start += [ops.zeros_like(h0)] * 4 + [c0, h0]
+    start = ops.concatenate(start, axis=-1)
+    last, packed = ops.scan(step, start, xs if keep is None else (xs, keep))
+    time_mask = None if mask is None else ops.transpose(mask)
+    records, new_states = [], []
+    per_cell = _split(packed, widths)
+    last_per_cell = _split(last, widths)
+    for cell, state, values, final in zip(
+        cells, states, per_cell, last_per_cell, strict=True
+    ):
+        units = cell.units
+        records.append(GateRecord(values, time_mask, tuple(state)))
+        new_states.append([final[:, 5 * units :], final[:, 4 * units : 5 * units]])
+    outputs = ops.transpose(per_cell[-1][..., 5 * cells[-1].units :], (1, 0, 2))
+    if mask is not None and layer.zero_output_for_mask:
+        outputs = ops.where(mask[..., None], outputs, ops.zeros_like(outputs))
+    last_output = new_states[-1][0]
+    new_states = new_states if stacked else new_states[0]
+    return (last_output, outputs, new_states), tuple(records)
+
+
+def _split(a, widths):
+    """`a`'s last axis cut into pieces of `widths`."""
+    if len(widths) == 1:
+        return [a]
+    points, total = [], 0
+    for width in widths[:-1]:
+        total += width
+        points.append(total)
+    return ops.split(a, points, axis=-1)
+
+
+def _projections(cell, x_t, h_prev, training):
+    """U x_t and W h_{t-1}, with the dropout masks the layer drew, if training."""
+    if isinstance(cell, LSTMCell):
+        return cell.projections(x_t, h_prev, training=training)
+    if training and cell.dropout > 0:
+        x_t = x_t * cell.get_dropout_mask(x_t)
+    if training and cell.recurrent_dropout > 0:
+        h_prev = h_prev * cell.get_recurrent_dropout_mask(h_prev)
+    return ops.matmul(x_t, cell.kernel), ops.matmul(h_prev, cell.recurrent_kernel)
