@@ -17,9 +17,11 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +109,8 @@ def open_tab(driver, url):
     """
     from selenium.webdriver.common.by import By
 
+    # A driver that showed the tab before would only follow the fragment.
+    driver.get("about:blank")
     # forceSVG: without a GPU the Time Series charts need it to draw at all.
     driver.get(f"{url}/?forceSVG=true#{PLUGIN}")
     frame = wait_for(
@@ -137,6 +141,67 @@ def choose(driver, select_id, value):
     Select(driver.find_element("id", select_id)).select_by_value(str(value))
 
 
+def choose_in_place(driver, select_id, value):
+    """Chooses as `choose` does, without moving the pointer off the heatmap."""
+    driver.execute_script(
+        "const s = document.getElementById(arguments[0]);"
+        "s.value = arguments[1]; s.dispatchEvent(new Event('change'));",
+        select_id,
+        str(value),
+    )
+
+
+def point_at_cell(driver, unit, t, click=False):
+    """Moves the pointer onto the heatmap's cell of `unit` at step `t`."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    canvas = driver.find_element("id", "heatmap")
+    geometry = json.loads(canvas.get_attribute("data-geometry"))
+    size = canvas.size
+    # Selenium's offsets count from the element's centre.
+    x = geometry["left"] + (t + 0.5) * geometry["cellW"] - size["width"] / 2
+    y = geometry["top"] + (unit + 0.5) * geometry["cellH"] - size["height"] / 2
+    actions = ActionChains(driver).move_to_element_with_offset(canvas, x, y)
+    (actions.click() if click else actions).perform()
+
+
+def shown_heatmap(driver, **wanted):
+    """Waits until the heatmap's data attributes are `wanted` (as strings)."""
+    wanted = {key: str(value) for key, value in wanted.items()}
+    wait_for(
+        driver,
+        "const d = document.getElementById('heatmap').dataset;"
+        "return Object.entries(arguments[0]).every(([k, v]) => d[k] === v)",
+        f"the heatmap of {wanted}",
+        30.0,
+        wanted,
+    )
+
+
+def tooltip(driver):
+    """The heatmap's tooltip text, None while it is hidden."""
+    return driver.execute_script(
+        "const t = document.getElementById('tooltip');"
+        "return getComputedStyle(t).display === 'none' ? null : t.textContent"
+    )
+
+
+def tooltip_cell(driver):
+    """(unit, step, gate, value) as the visible tooltip gives them."""
+    text = tooltip(driver)
+    assert text is not None, "the tooltip is hidden"
+    where = re.search(r"unit (\d+)\s+step (\d+)", text)
+    value = re.search(r"(\w+) = (-?\d+\.\d+)", text)
+    assert where and value, text
+    return int(where[1]), int(where[2]), value[1], float(value[2])
+
+
+def served(url, route, **params):
+    """The plugin's JSON answer to `route?params`, straight from the server."""
+    query = urllib.parse.urlencode(params)
+    return get(f"{url}/data/plugin/{PLUGIN}/{route}?{query}")
+
+
 def shown_unit(driver, layer, unit, epoch, sequence=0):
     """Waits until the unit detail shows exactly this, then returns its traces."""
     wanted = {
@@ -161,8 +226,15 @@ def shown_unit(driver, layer, unit, epoch, sequence=0):
     return {gate: np.array(json.loads(values), float) for gate, values in figures}
 
 
+# The units the saturation scatters stand for: a point is `data-count` units.
+POINTS_IN_SCATTERS = (
+    "[...document.querySelectorAll('#scatters circle')]"
+    ".reduce((n, c) => n + Number(c.dataset.count), 0)"
+)
+
+
 # ---------------------------------------------------------------------------
-# The test.
+# The tests.
 
 
 @pytest.fixture(scope="module")
@@ -208,107 +280,284 @@ def trained(tmp_path_factory):
     return logdir, reference, labels
 
 
-def test_tab_shows_the_gates_gate_activations_returns(trained, tmp_path):
-    from selenium.webdriver.common.action_chains import ActionChains
+@pytest.fixture(scope="module")
+def tiny_server(trained, tmp_path_factory):
+    """TensorBoard over the tiny model's logdir, one for all the tests here."""
+    needs_browser()
+    with tensorboard_server(trained[0], tmp_path_factory.mktemp("tb")) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """One headless Chromium for the tests here; each opens the tab afresh."""
+    needs_browser()
+    with chromium() as driver:
+        yield driver
+
+
+def test_tab_shows_the_gates_gate_activations_returns(trained, tiny_server, browser):
     from selenium.webdriver.common.by import By
 
     import keras_lstm
 
-    needs_browser()
-    logdir, reference, labels = trained
+    _, reference, labels = trained
+    url, driver = tiny_server, browser
+    from_page, from_frame = open_tab(driver, url)
+    print(
+        f"first view: {from_page:.0f} ms from TensorBoard's navigation, "
+        f"{from_frame:.0f} ms from the tab's"
+    )
 
-    with tensorboard_server(logdir, tmp_path / "tb") as url, chromium() as driver:
-        from_page, from_frame = open_tab(driver, url)
-        print(
-            f"first view: {from_page:.0f} ms from TensorBoard's navigation, "
-            f"{from_frame:.0f} ms from the tab's"
+    # The latest epoch is shown first; pick the upper layer, and unit 2
+    # in the units table.
+    choose(driver, "layer-select", LAYERS[1])
+    wait_for(
+        driver,
+        "const t = document.getElementById('units-table');"
+        "return t.dataset.layer === arguments[0]"
+        " && t.querySelectorAll('tbody tr').length === 3",
+        "the upper layer's three units",
+        30.0,
+        LAYERS[1],
+    )
+    driver.find_element(By.CSS_SELECTOR, '#units-table tr[data-unit="2"]').click()
+    traces = shown_unit(driver, LAYERS[1], 2, epoch=1)
+    assert set(traces) == set(keras_lstm.GATES)
+    for gate in keras_lstm.GATES:
+        expected = reference[1][LAYERS[1]][gate][0, :, 2]
+        np.testing.assert_allclose(traces[gate], expected, rtol=2e-3, atol=2e-3)
+    text = driver.find_element(By.ID, "unit-text").text.replace("\n", "")
+    assert text == "".join(labels[0])
+
+    # The table's means are over every probe sequence and step; sorting
+    # by mean puts the largest first.
+    gate = driver.find_element(By.ID, "gate-select").get_attribute("value")
+    means = reference[1][LAYERS[1]][gate].mean(axis=(0, 1))
+    driver.find_element(By.CSS_SELECTOR, '#units-table th[data-key="mean"]').click()
+    rows = wait_for(
+        driver,
+        "return document.getElementById('units-table').dataset.sortKey === 'mean'"
+        " && [...document.querySelectorAll('#units-table tbody tr')]"
+        ".map(r => [Number(r.dataset.unit), Number(r.cells[1].textContent)])",
+        "the table sorted by mean",
+    )
+    assert [unit for unit, _ in rows] == list(np.argsort(-means, kind="stable"))
+    shown_means = [mean for _, mean in rows]
+    np.testing.assert_allclose(shown_means, np.sort(means)[::-1], atol=2e-3)
+    # Every unit in each saturation scatter, and both logged epochs in the
+    # unit's history.
+    wait_for(
+        driver,
+        f"return {POINTS_IN_SCATTERS} === 9",
+        "three units in each of the three saturation scatters",
+    )
+    wait_for(
+        driver,
+        "const h = document.getElementById('history-panel').dataset;"
+        "return h.unit === '2' && h.steps === '[0,1]'",
+        "unit 2 across epochs 0 and 1",
+    )
+
+    # Epoch 0 and the second probe sequence of the lower layer, unit 1
+    # chosen on the heatmap itself.
+    choose(driver, "layer-select", LAYERS[0])
+    driver.execute_script(
+        "const s = document.getElementById('epoch-slider');"
+        "s.value = '0'; s.dispatchEvent(new Event('input'));"
+    )
+    choose(driver, "sequence-select", 1)
+    wait_for(
+        driver,
+        "const c = document.getElementById('heatmap').dataset;"
+        "return c.epoch === '0' && c.sequence === '1' && c.units === '4'",
+        "the lower layer's heatmap at epoch 0",
+    )
+    point_at_cell(driver, unit=1, t=2, click=True)
+    text = tooltip(driver)
+    assert "unit 1" in text and "step 2" in text, text
+    assert f'"{labels[1][2]}"' in text, text
+    traces = shown_unit(driver, LAYERS[0], 1, epoch=0, sequence=1)
+    for gate in keras_lstm.GATES:
+        expected = reference[0][LAYERS[0]][gate][1, :, 1]
+        np.testing.assert_allclose(traces[gate], expected, rtol=2e-3, atol=2e-3)
+
+    errors = [
+        e["message"]
+        for e in driver.get_log("browser")
+        if e["level"] == "SEVERE" and "favicon" not in e["message"]
+    ]
+    assert not errors, errors
+
+
+def test_tooltip_follows_the_data_under_the_pointer(tiny_server, browser):
+    """The pointer rests on a cell while the epoch, the gate and the layer
+    change: the tooltip tells what the server holds for the cell under it now."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    url, driver = tiny_server, browser
+    open_tab(driver, url)
+    run = driver.find_element("id", "run-select").get_attribute("value")
+    choose(driver, "layer-select", LAYERS[0])
+    shown_heatmap(driver, epoch=1, sequence=0, gate="cell_state", units=4)
+
+    def values(step, gate, layer=LAYERS[0]):
+        answer = served(
+            url, "heatmap", run=run, layer=layer, step=step, sequence=0, gate=gate
         )
+        return np.array(answer["values"], float)
 
-        # The latest epoch is shown first; pick the upper layer, and unit 2
-        # in the units table.
-        choose(driver, "layer-select", LAYERS[1])
-        wait_for(
+    # The cell that changes most from epoch 1 to epoch 0, so that a tooltip
+    # left behind cannot pass for the new one.
+    now, before = values(1, "cell_state"), values(0, "cell_state")
+    unit, t = np.unravel_index(np.argmax(np.abs(now - before)), now.shape)
+    assert abs(now[unit, t] - before[unit, t]) > 1e-3
+    # The click gives the heatmap the keyboard focus.
+    point_at_cell(driver, unit, t, click=True)
+    shown = tooltip_cell(driver)
+    assert shown[:3] == (unit, t, "cell_state")
+    assert shown[3] == pytest.approx(now[unit, t], abs=5.1e-5)
+
+    ActionChains(driver).send_keys(Keys.ARROW_LEFT).perform()
+    shown_heatmap(driver, epoch=0, gate="cell_state")
+    shown = tooltip_cell(driver)
+    assert shown[:3] == (unit, t, "cell_state")
+    assert shown[3] == pytest.approx(before[unit, t], abs=5.1e-5)
+
+    choose_in_place(driver, "gate-select", "forget_gate")
+    shown_heatmap(driver, epoch=0, gate="forget_gate")
+    shown = tooltip_cell(driver)
+    assert shown[:3] == (unit, t, "forget_gate")
+    assert shown[3] == pytest.approx(values(0, "forget_gate")[unit, t], abs=5.1e-5)
+
+    # The upper layer has three units: on the lower layer's last row, the
+    # pointer is below its cells, and the tooltip goes.
+    point_at_cell(driver, 3, 0)
+    assert tooltip_cell(driver)[:2] == (3, 0)
+    choose_in_place(driver, "layer-select", LAYERS[1])
+    shown_heatmap(driver, units=3)
+    assert tooltip(driver) is None
+    # And on a row the upper layer has, it shows the upper layer's value.
+    point_at_cell(driver, 2, 0)
+    choose_in_place(driver, "gate-select", "input_gate")
+    shown_heatmap(driver, units=3, gate="input_gate", epoch=1)
+    shown = tooltip_cell(driver)
+    assert shown[:3] == (2, 0, "input_gate")
+    expected = values(1, "input_gate", LAYERS[1])[2, 0]
+    assert shown[3] == pytest.approx(expected, abs=5.1e-5)
+
+
+def test_units_table_shows_saturation_of_sigmoid_gates_only(tiny_server, browser):
+    import keras_lstm
+
+    url, driver = tiny_server, browser
+    open_tab(driver, url)
+    saturation = ["left_saturated", "right_saturated"]
+    for gate in ("forget_gate", "cell_state", "output_gate", "candidate"):
+        choose(driver, "gate-select", gate)
+        keys = wait_for(
             driver,
             "const t = document.getElementById('units-table');"
-            "return t.dataset.layer === arguments[0]"
-            " && t.querySelectorAll('tbody tr').length === 3",
-            "the upper layer's three units",
+            "return t.dataset.gate === arguments[0]"
+            " && [...t.querySelectorAll('th')].map(th => th.dataset.key)",
+            f"the units table of {gate}",
             30.0,
-            LAYERS[1],
+            gate,
         )
-        driver.find_element(By.CSS_SELECTOR, '#units-table tr[data-unit="2"]').click()
-        traces = shown_unit(driver, LAYERS[1], 2, epoch=1)
-        assert set(traces) == set(keras_lstm.GATES)
-        for gate in keras_lstm.GATES:
-            expected = reference[1][LAYERS[1]][gate][0, :, 2]
-            np.testing.assert_allclose(traces[gate], expected, rtol=2e-3, atol=2e-3)
-        text = driver.find_element(By.ID, "unit-text").text.replace("\n", "")
-        assert text == "".join(labels[0])
+        cells = driver.execute_script(
+            "return [...document.querySelectorAll('#units-table tbody tr')]"
+            ".map(r => r.cells.length)"
+        )
+        assert set(cells) == {len(keys)}
+        if gate in keras_lstm.gates.SIGMOID_GATES:
+            assert keys == ["unit", "mean", *saturation, "variation"]
+            # Sorted by a saturation column, then shown a gate without one.
+            driver.find_element(
+                "css selector", '#units-table th[data-key="right_saturated"]'
+            ).click()
+            wait_for(
+                driver,
+                "return document.getElementById('units-table').dataset.sortKey"
+                " === 'right_saturated'",
+                "the table sorted by right saturation",
+            )
+        else:
+            assert keys == ["unit", "mean", "variation"]
+            sorted_by = driver.execute_script(
+                "return document.getElementById('units-table').dataset.sortKey"
+            )
+            assert sorted_by in keys
 
-        # The table's means are over every probe sequence and step; sorting
-        # by mean puts the largest first.
-        gate = driver.find_element(By.ID, "gate-select").get_attribute("value")
-        means = reference[1][LAYERS[1]][gate].mean(axis=(0, 1))
-        driver.find_element(By.CSS_SELECTOR, '#units-table th[data-key="mean"]').click()
-        rows = wait_for(
-            driver,
-            "return document.getElementById('units-table').dataset.sortKey === 'mean'"
-            " && [...document.querySelectorAll('#units-table tbody tr')]"
-            ".map(r => [Number(r.dataset.unit), Number(r.cells[1].textContent)])",
-            "the table sorted by mean",
-        )
-        assert [unit for unit, _ in rows] == list(np.argsort(-means, kind="stable"))
-        shown_means = [mean for _, mean in rows]
-        np.testing.assert_allclose(shown_means, np.sort(means)[::-1], atol=2e-3)
-        # One point per unit and gate in the saturation scatters, and both
-        # logged epochs in the unit's history.
+
+def test_saturation_scatter_counts_coincident_units(tiny_server, browser):
+    """Units at the same point of a saturation scatter share one marker that
+    says how many they are; every unit is in exactly one marker."""
+    import keras_lstm
+
+    url, driver = tiny_server, browser
+    open_tab(driver, url)
+    run = driver.find_element("id", "run-select").get_attribute("value")
+    for layer, units in zip(LAYERS, (4, 3), strict=True):
+        choose(driver, "layer-select", layer)
+        shown_heatmap(driver, units=units, epoch=1)
+        answer = served(url, "saturation", run=run, layer=layer, step=1)
         wait_for(
             driver,
-            "return document.querySelectorAll('#scatters circle').length === 9",
-            "three points in each of the three saturation scatters",
+            f"return {POINTS_IN_SCATTERS} === {3 * units}",
+            f"the {units} units of {layer} in each saturation scatter",
         )
-        wait_for(
-            driver,
-            "const h = document.getElementById('history-panel').dataset;"
-            "return h.unit === '2' && h.steps === '[0,1]'",
-            "unit 2 across epochs 0 and 1",
-        )
+        for gate in keras_lstm.gates.SIGMOID_GATES:
+            markers = driver.execute_script(
+                "return [...document.querySelectorAll("
+                '`#scatters svg[data-gate="${arguments[0]}"] circle`)]'
+                ".map(c => [c.dataset.units, Number(c.dataset.count),"
+                " c.querySelector('title').textContent])",
+                gate,
+            )
+            groups = [tuple(map(int, units.split())) for units, _, _ in markers]
+            assert sorted(u for group in groups for u in group) == list(range(units))
+            for group, (_, count, title) in zip(groups, markers, strict=True):
+                assert count == len(group)
+                if count > 1:
+                    assert f"{count} units" in title, title
+            # Units at exactly the same point are one marker.
+            points = [tuple(point) for point in answer[gate]]
+            for u in range(units):
+                for v in range(units):
+                    if points[u] == points[v]:
+                        assert any(u in g and v in g for g in groups), (gate, u, v)
 
-        # Epoch 0 and the second probe sequence of the lower layer, unit 1
-        # chosen on the heatmap itself.
-        choose(driver, "layer-select", LAYERS[0])
-        driver.execute_script(
-            "const s = document.getElementById('epoch-slider');"
-            "s.value = '0'; s.dispatchEvent(new Event('input'));"
-        )
-        choose(driver, "sequence-select", 1)
-        wait_for(
-            driver,
-            "const c = document.getElementById('heatmap').dataset;"
-            "return c.epoch === '0' && c.sequence === '1' && c.units === '4'",
-            "the lower layer's heatmap at epoch 0",
-        )
-        canvas = driver.find_element(By.ID, "heatmap")
-        geometry = json.loads(canvas.get_attribute("data-geometry"))
-        size = canvas.size
-        # Selenium's offsets count from the element's centre.
-        x = geometry["left"] + 2.5 * geometry["cellW"] - size["width"] / 2
-        y = geometry["top"] + 1.5 * geometry["cellH"] - size["height"] / 2
-        ActionChains(driver).move_to_element_with_offset(canvas, x, y).click().perform()
-        tooltip = driver.find_element(By.ID, "tooltip").text
-        assert "unit 1" in tooltip and "step 2" in tooltip, tooltip
-        assert f'"{labels[1][2]}"' in tooltip, tooltip
-        traces = shown_unit(driver, LAYERS[0], 1, epoch=0, sequence=1)
-        for gate in keras_lstm.GATES:
-            expected = reference[0][LAYERS[0]][gate][1, :, 1]
-            np.testing.assert_allclose(traces[gate], expected, rtol=2e-3, atol=2e-3)
 
-        errors = [
-            e["message"]
-            for e in driver.get_log("browser")
-            if e["level"] == "SEVERE" and "favicon" not in e["message"]
-        ]
-        assert not errors, errors
+def test_unit_history_legend_is_outside_its_plot(tiny_server, browser):
+    url, driver = tiny_server, browser
+    open_tab(driver, url)
+    for gate, entries in (("forget_gate", 3), ("cell_state", 1)):
+        choose(driver, "gate-select", gate)
+        boxes = wait_for(
+            driver,
+            "const chart = document.getElementById('history-chart');"
+            "const legend = [...chart.querySelectorAll('text')]"
+            "  .filter(t => t.textContent.startsWith('●'));"
+            "const box = (e) => e.getBoundingClientRect().toJSON();"
+            "return document.getElementById('history-panel').dataset.gate"
+            "  === arguments[0] && legend.length === arguments[1]"
+            "  && [box(chart.querySelector('rect.axis')), ...legend.map(box)]",
+            f"the unit's history of {gate}",
+            30.0,
+            gate,
+            entries,
+        )
+        plot, *legend = boxes
+        assert plot["width"] > 100 and plot["height"] > 40, plot
+        for entry in legend:
+            apart = (
+                entry["right"] <= plot["left"]
+                or entry["left"] >= plot["right"]
+                or entry["bottom"] <= plot["top"]
+                or entry["top"] >= plot["bottom"]
+            )
+            assert apart, (gate, entry, plot)
 
 
 def test_first_view_of_a_large_layer(tmp_path):
@@ -350,8 +599,7 @@ def test_first_view_of_a_large_layer(tmp_path):
             wait_for(
                 driver,
                 "return document.querySelectorAll('#units-table tbody tr').length"
-                f" === {units} && document.querySelectorAll('#scatters circle')"
-                f".length === {3 * units}",
+                f" === {units} && {POINTS_IN_SCATTERS} === {3 * units}",
                 "every unit in the table and the scatters",
             )
     assert from_frame < 10_000
@@ -395,7 +643,14 @@ def screenshot(
             if sequence is not None:
                 choose(d, "sequence-select", sequence)
             if unit is not None:
-                wait_for(d, "return document.querySelector('#units-table tr')", "units")
+                # The chosen gate's table: an earlier one is redrawn under a click.
+                wait_for(
+                    d,
+                    "const t = document.getElementById('units-table');"
+                    "return t.dataset.gate === document.getElementById('gate-select')"
+                    ".value && t.querySelector('tbody tr')",
+                    "the units of the chosen gate",
+                )
                 d.find_element(
                     "css selector", f'#units-table tr[data-unit="{unit}"]'
                 ).click()

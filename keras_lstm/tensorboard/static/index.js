@@ -174,6 +174,8 @@ const state = {
   unitData: null,
   unitsData: null,
   cursor: null,
+  // Where the pointer rests on the heatmap (client coordinates), null off it.
+  pointer: null,
 };
 
 // Each view drops answers to requests that a newer one has overtaken.
@@ -298,8 +300,9 @@ td .bar { display: inline-block; height: 8px; background: #90a4ae; vertical-alig
 .scatter figcaption { font-size: 12px; text-align: center; }
 .scatter svg { display: block; width: 100%; max-width: 300px; height: auto; margin: 0 auto; }
 .scatter circle { cursor: pointer; }
+.scatter .count { font-size: 10px; fill: var(--fg); pointer-events: none; }
 #history-canvas { display: block; margin-top: 4px; image-rendering: pixelated; }
-#history-chart svg { display: block; width: 100%; max-width: 640px; height: 120px; }
+#history-chart svg { display: block; width: 100%; max-width: 640px; height: 130px; }
 .axis { stroke: #bdbdbd; stroke-width: 1; fill: none; }
 .tick { fill: var(--muted); font-size: 10px; }
 .empty { padding: 30px; color: var(--muted); font-size: 14px; }
@@ -361,18 +364,13 @@ function buildPage() {
   );
 
   ui.unitsTitle = el("h2");
+  ui.unitsNote = el("p", { class: "note" });
   ui.unitsTable = el("table", { id: "units-table" });
   const unitsPanel = el(
     "section",
     { id: "units-panel" },
     ui.unitsTitle,
-    el("p", {
-      class: "note",
-      text:
-        "Over all probe sequences, unmasked steps: left/right = fraction of values " +
-        "below 0.1 / above 0.9; variation = mean over sequences of the standard " +
-        "deviation over time. Click a heading to sort, a row to open the unit.",
-    }),
+    ui.unitsNote,
     el("div", { id: "units-wrap" }, ui.unitsTable),
   );
 
@@ -384,9 +382,10 @@ function buildPage() {
     el("p", {
       class: "note",
       text:
-        "One point per unit: the fraction of time it is left-saturated (< 0.1) " +
-        "against right-saturated (> 0.9). Forget gates near the top remember for long. " +
-        "Click a point to open the unit.",
+        "Each unit's fraction of time left-saturated (< 0.1) against right-saturated " +
+        "(> 0.9), to the nearest 0.05: units there share one point, larger and marked ×N " +
+        "(hover for which and their exact values). Forget gates near the top remember " +
+        "for long. Click a point to open its unit (again for the next one there).",
     }),
     ui.scatters,
   );
@@ -439,12 +438,16 @@ function buildPage() {
       80,
     );
   });
-  ui.heatmap.addEventListener("mousemove", onHeatmapHover);
+  ui.heatmap.addEventListener("mousemove", (event) => {
+    state.pointer = { x: event.clientX, y: event.clientY };
+    showTooltip();
+  });
   ui.heatmap.addEventListener("mouseleave", () => {
-    ui.tooltip.style.display = "none";
+    state.pointer = null;
+    showTooltip();
   });
   ui.heatmap.addEventListener("click", (event) => {
-    const cell = heatmapCell(event);
+    const cell = heatmapCell(event.clientX, event.clientY);
     if (cell) chooseUnit(cell.unit);
   });
   ui.heatmap.addEventListener("keydown", onHeatmapKey);
@@ -700,6 +703,8 @@ function drawHeatmap() {
     }),
   );
   drawLegend(scale);
+  // The pointer may rest on a cell whose value just changed (←/→, a new gate).
+  showTooltip();
 }
 
 function truncate(s, n) {
@@ -731,33 +736,35 @@ function drawLegend(scale) {
   );
 }
 
-function heatmapCell(event) {
+function heatmapCell(clientX, clientY) {
   const g = heatmapGeometry;
   const rect = ui.heatmap.getBoundingClientRect();
-  const x = event.clientX - rect.left - g.left;
-  const y = event.clientY - rect.top - g.top;
+  const x = clientX - rect.left - g.left;
+  const y = clientY - rect.top - g.top;
   const t = Math.floor(x / g.cellW);
   const unit = Math.floor(y / g.cellH);
   if (t < 0 || t >= g.T || unit < 0 || unit >= g.U) return null;
   return { t, unit };
 }
 
-function onHeatmapHover(event) {
-  const cell = heatmapCell(event);
+/** The tooltip of the cell under the pointer, from the heatmap drawn now. */
+function showTooltip() {
   const data = state.heatmap;
-  if (!cell || !data) {
+  const pointer = state.pointer;
+  const cell = pointer && data ? heatmapCell(pointer.x, pointer.y) : null;
+  if (!cell) {
     ui.tooltip.style.display = "none";
     return;
   }
   const v = data.values[cell.unit][cell.t];
   const label = data.labels[cell.t];
   ui.tooltip.textContent =
-    `unit ${cell.unit}   step ${cell.t}\n` +
+    `unit ${cell.unit}   step ${cell.t}   epoch ${data.params.step}\n` +
     `input  ${JSON.stringify(label)}\n` +
     `${data.gate} = ${fmt(v, 4)}${data.mask[cell.t] ? "" : "  (masked)"}`;
   ui.tooltip.style.display = "block";
-  const x = Math.min(event.clientX + 14, window.innerWidth - ui.tooltip.offsetWidth - 4);
-  const y = Math.min(event.clientY + 14, window.innerHeight - ui.tooltip.offsetHeight - 4);
+  const x = Math.min(pointer.x + 14, window.innerWidth - ui.tooltip.offsetWidth - 4);
+  const y = Math.min(pointer.y + 14, window.innerHeight - ui.tooltip.offsetHeight - 4);
   ui.tooltip.style.left = `${x}px`;
   ui.tooltip.style.top = `${y}px`;
 }
@@ -978,41 +985,64 @@ async function loadUnits() {
   }
 }
 
-const COLUMNS = [
-  ["unit", "unit"],
-  ["mean", "mean"],
-  ["left_saturated", "left < 0.1"],
-  ["right_saturated", "right > 0.9"],
-  ["variation", "variation"],
-];
+/** The table's columns as [key, heading]; saturation only where it means something. */
+function unitColumns(gate) {
+  // Below 0.1 and above 0.9 are the ends of a sigmoid gate's range; c, g and h
+  // have no such ends.
+  const saturation = SIGMOID_GATES.includes(gate)
+    ? [
+        ["left_saturated", "left < 0.1"],
+        ["right_saturated", "right > 0.9"],
+      ]
+    : [];
+  return [["unit", "unit"], ["mean", "mean"], ...saturation, ["variation", "variation"]];
+}
 
 function drawUnits() {
   const data = state.unitsData;
   if (!data) return;
+  const sigmoid = SIGMOID_GATES.includes(data.gate);
   ui.unitsTitle.replaceChildren(
     `Units `,
     el("span", { class: "sub", text: `— ${data.gate}, epoch ${data.params.step}` }),
   );
+  ui.unitsNote.textContent =
+    "Over all probe sequences, unmasked steps: " +
+    (sigmoid ? "left/right = fraction of values below 0.1 / above 0.9; " : "") +
+    "variation = mean over sequences of the standard deviation over time. " +
+    "Click a heading to sort, a row to open the unit.";
+  const columns = unitColumns(data.gate);
+  if (!columns.some(([k]) => k === state.sortKey)) {
+    state.sortKey = "unit";
+    state.sortDescending = false;
+  }
   const key = state.sortKey;
   const sign = state.sortDescending ? -1 : 1;
   const rows = [...data.units].sort(
     (a, b) => sign * ((a[key] ?? -Infinity) - (b[key] ?? -Infinity)) || a.unit - b.unit,
   );
   const maxVariation = Math.max(1e-9, ...data.units.map((u) => u.variation ?? 0));
-  const head = COLUMNS.map(([k, name]) => {
-    const arrow = k === key ? (state.sortDescending ? " ▼" : " ▲") : "";
-    return `<th data-key="${k}">${name}${arrow}</th>`;
-  }).join("");
+  const head = columns
+    .map(([k, name]) => {
+      const arrow = k === key ? (state.sortDescending ? " ▼" : " ▲") : "";
+      return `<th data-key="${k}">${name}${arrow}</th>`;
+    })
+    .join("");
   const bar = (x, max = 1) =>
     `<span class="bar" style="width:${Math.round((40 * (x ?? 0)) / max)}px"></span>`;
+  const cell = {
+    unit: (u) => u.unit,
+    mean: (u) => fmt(u.mean),
+    left_saturated: (u) => bar(u.left_saturated) + fmt(u.left_saturated),
+    right_saturated: (u) => bar(u.right_saturated) + fmt(u.right_saturated),
+    variation: (u) => bar(u.variation, maxVariation) + fmt(u.variation),
+  };
   const body = rows
     .map(
       (u) =>
         `<tr data-unit="${u.unit}"${u.unit === state.unit ? ' class="chosen"' : ""}>` +
-        `<td>${u.unit}</td><td>${fmt(u.mean)}</td>` +
-        `<td>${bar(u.left_saturated)}${fmt(u.left_saturated)}</td>` +
-        `<td>${bar(u.right_saturated)}${fmt(u.right_saturated)}</td>` +
-        `<td>${bar(u.variation, maxVariation)}${fmt(u.variation)}</td></tr>`,
+        columns.map(([k]) => `<td>${cell[k](u)}</td>`).join("") +
+        "</tr>",
     )
     .join("");
   ui.unitsTable.innerHTML = `<thead><tr>${head}</tr></thead><tbody>${body}</tbody>`;
@@ -1053,14 +1083,15 @@ function markChosenUnit() {
   }
   for (const circle of ui.scatters.querySelectorAll("circle.chosen")) {
     circle.classList.remove("chosen");
-    circle.setAttribute("r", "3");
+    circle.setAttribute("r", circle.dataset.r);
     circle.setAttribute("stroke", "none");
   }
-  for (const circle of ui.scatters.querySelectorAll(`circle[data-unit="${state.unit}"]`)) {
+  for (const circle of ui.scatters.querySelectorAll(`circle[data-units~="${state.unit}"]`)) {
     circle.classList.add("chosen");
-    circle.setAttribute("r", "6");
+    circle.setAttribute("r", String(Math.max(6, Number(circle.dataset.r))));
     circle.setAttribute("stroke", "#212121");
-    circle.parentNode.append(circle);
+    // Above the other markers, under the ×N labels.
+    circle.parentNode.insertBefore(circle, circle.parentNode.querySelector("text.count"));
   }
 }
 
@@ -1081,38 +1112,148 @@ async function loadSaturation() {
   }
 }
 
+// Units in the same SQUARE x SQUARE square share one marker at its centre:
+// markers then sit a square (~9 px) apart or more, none hidden by another.
+const SQUARE = 0.05;
+
+/**
+ * The units of one scatter by square, largest group first: `[{i, j, units,
+ * lefts, rights}]`, where (i, j) * SQUARE is the square's centre.
+ */
+function squares(points) {
+  const byKey = new Map();
+  points.forEach(([left, right], unit) => {
+    const i = Math.round(left / SQUARE);
+    const j = Math.round(right / SQUARE);
+    const key = `${i},${j}`;
+    if (!byKey.has(key)) byKey.set(key, { i, j, units: [], lefts: [], rights: [] });
+    const square = byKey.get(key);
+    square.units.push(unit);
+    square.lefts.push(left);
+    square.rights.push(right);
+  });
+  return [...byKey.values()].sort((a, b) => b.units.length - a.units.length);
+}
+
+function span(values) {
+  const lo = Math.min(...values);
+  const hi = Math.max(...values);
+  return lo === hi ? fmt(lo) : `${fmt(lo)}–${fmt(hi)}`;
+}
+
+function squareTitle({ units, lefts, rights }) {
+  const at = `left ${span(lefts)}, right ${span(rights)}`;
+  if (units.length === 1) return `unit ${units[0]}: ${at}`;
+  const shown = units.slice(0, 24).join(", ");
+  const more = units.length > 24 ? `, … (${units.length - 24} more)` : "";
+  return `${units.length} units, ${at}: ${shown}${more}`;
+}
+
 function drawSaturation(data) {
   const size = 220;
-  const pad = 30;
-  const s = (v) => pad + v * (size - pad - 8);
+  // Wide enough that the largest marker at 0 leaves the tick labels clear.
+  const pad = 36;
+  const side = size - pad - 8;
+  const s = (v) => pad + v * side;
   const figures = SIGMOID_GATES.map((gate) => {
     const points = data[gate] || [];
     let svg = `<svg viewBox="0 0 ${size} ${size}" data-gate="${gate}">`;
-    svg += `<rect class="axis" x="${pad}" y="8" width="${size - pad - 8}" height="${size - pad - 8}"/>`;
+    svg += `<rect class="axis" x="${pad}" y="8" width="${side}" height="${side}"/>`;
     // Above the diagonal a unit would be both saturated at once: impossible.
     svg += `<line class="axis" x1="${s(0)}" y1="${size - s(1)}" x2="${s(1)}" y2="${size - s(0)}" stroke-dasharray="3,3"/>`;
     for (const v of [0, 0.5, 1]) {
-      svg += `<text class="tick" x="${s(v)}" y="${size - pad + 12}" text-anchor="middle">${v}</text>`;
-      svg += `<text class="tick" x="${pad - 4}" y="${size - s(v) + 3}" text-anchor="end">${v}</text>`;
+      svg += `<text class="tick" x="${s(v)}" y="${size - pad + 18}" text-anchor="middle">${v}</text>`;
+      svg += `<text class="tick" x="${pad - 10}" y="${size - s(v) + 3}" text-anchor="end">${v}</text>`;
     }
     svg += `<text class="tick" x="${(pad + size) / 2}" y="${size - 3}" text-anchor="middle">left-saturated (&lt; 0.1)</text>`;
     svg += `<text class="tick" transform="translate(9 ${size / 2 - 10}) rotate(-90)" text-anchor="middle">right-saturated (&gt; 0.9)</text>`;
-    points.forEach(([left, right], unit) => {
+    const groups = squares(points);
+    const markers = new Set(groups.map(({ i, j }) => `${i},${j}`));
+    const taken = { markers, labels: new Set() };
+    let counts = "";
+    for (const group of groups) {
+      const n = group.units.length;
+      // At the square's centre, lone units too: two units a hair apart across
+      // a square's edge would otherwise still hide one another.
+      const cx = s(group.i * SQUARE);
+      const cy = size - s(group.j * SQUARE);
+      // Larger with more units; ×N gives the number.
+      const r = Math.min(6, 3 + Math.log2(n));
       svg +=
-        `<circle data-unit="${unit}" cx="${s(left).toFixed(1)}" cy="${(size - s(right)).toFixed(1)}" r="3" ` +
-        `fill="${GATE_COLOUR[gate]}" fill-opacity="0.55"><title>unit ${unit}: left ${fmt(left)}, right ${fmt(right)}</title></circle>`;
-    });
+        `<circle data-units="${group.units.join(" ")}" data-count="${n}" data-r="${r.toFixed(1)}" ` +
+        `cx="${cx.toFixed(1)}" cy="${cy.toFixed(1)}" r="${r.toFixed(1)}" ` +
+        `fill="${GATE_COLOUR[gate]}" fill-opacity="0.55"><title>${squareTitle(group)}</title></circle>`;
+      if (n > 1) counts += countLabel(group, cx, cy, taken, { size, pad });
+    }
+    svg += counts;
     svg += "</svg>";
     const figure = el("figure", { class: "scatter" }, el("figcaption", { text: gate }));
     figure.insertAdjacentHTML("beforeend", svg);
     figure.querySelector("svg").addEventListener("click", (event) => {
-      const unit = event.target.dataset?.unit;
-      if (unit !== undefined) chooseUnit(Number(unit));
+      const units = event.target.dataset?.units?.split(" ").map(Number);
+      if (!units) return;
+      // A shared marker opens its units in turn.
+      chooseUnit(units[(units.indexOf(state.unit) + 1) % units.length]);
     });
     return figure;
   });
   ui.scatters.replaceChildren(...figures);
   markChosenUnit();
+}
+
+/**
+ * "×N" beside a marker: right, left, above or below it, over no other marker
+ * where it can and never over another label. `taken` holds the squares of the
+ * markers and, as they are placed, of the labels.
+ */
+function countLabel({ i, j, units }, cx, cy, taken, { size, pad }) {
+  const text = `×${units.length}`;
+  const width = 6 * text.length;
+  // Clear of the marker also when it is the chosen unit's (radius 6).
+  const gap = 8;
+  const reach = Math.ceil((gap + width) / (SQUARE * (size - pad - 8)));
+  const row = (from, to, b) => Array.from({ length: to - from + 1 }, (_, k) => [from + k, b]);
+  const places = [
+    {
+      x: cx + gap,
+      y: cy + 3.5,
+      anchor: "start",
+      fits: cx + gap + width <= size - 2,
+      over: row(i + 1, i + reach, j),
+    },
+    {
+      x: cx - gap,
+      y: cy + 3.5,
+      anchor: "end",
+      fits: cx - gap - width >= pad,
+      over: row(i - reach, i - 1, j),
+    },
+    {
+      x: cx,
+      y: cy - gap - 1,
+      anchor: "middle",
+      fits: cy - gap - 9 >= 0,
+      over: row(i - 1, i + 1, j + 1),
+    },
+    {
+      x: cx,
+      y: cy + gap + 8,
+      anchor: "middle",
+      fits: cy + gap + 8 <= size - pad,
+      over: row(i - 1, i + 1, j - 1),
+    },
+  ];
+  const over = (p, set) => p.over.some(([a, b]) => set.has(`${a},${b}`));
+  const place =
+    places.find((p) => p.fits && !over(p, taken.markers) && !over(p, taken.labels)) ??
+    places.find((p) => p.fits && !over(p, taken.labels));
+  // No room: the marker's size and title still tell.
+  if (!place) return "";
+  for (const [a, b] of place.over) taken.labels.add(`${a},${b}`);
+  return (
+    `<text class="count" x="${place.x.toFixed(1)}" y="${place.y.toFixed(1)}" ` +
+    `text-anchor="${place.anchor}">${text}</text>`
+  );
 }
 
 // ---------------------------------------------------------------------------
@@ -1179,8 +1320,10 @@ function drawHistory() {
 
   // Mean (and saturation fractions of the sigmoid gates) per epoch.
   const w = 480;
-  const h = 120;
+  const h = 130;
   const pad = 26;
+  // The legend runs above the plot, never over its lines.
+  const top = 20;
   const series = [["mean", "#f57c00"]];
   if (SIGMOID_GATES.includes(p.gate))
     series.push(["left_saturated", "#1e88e5"], ["right_saturated", "#43a047"]);
@@ -1199,9 +1342,9 @@ function drawHistory() {
   }
   const right = w - pad - 36;
   const x = (k) => pad + (n < 2 ? (right - pad) / 2 : (k * (right - pad)) / (n - 1));
-  const y = (v) => h - 18 - ((v - lo) / (hi - lo)) * (h - 26);
+  const y = (v) => h - 18 - ((v - lo) / (hi - lo)) * (h - 18 - top);
   let svg = `<svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="xMidYMid meet">`;
-  svg += `<rect class="axis" x="${pad}" y="8" width="${right - pad}" height="${h - 26}"/>`;
+  svg += `<rect class="axis" x="${pad}" y="${top}" width="${right - pad}" height="${h - 18 - top}"/>`;
   svg += `<text class="tick" x="${pad - 3}" y="${y(hi) + 8}" text-anchor="end">${tick(hi)}</text>`;
   svg += `<text class="tick" x="${pad - 3}" y="${y(lo)}" text-anchor="end">${tick(lo)}</text>`;
   data.steps.forEach((step, k) => {
@@ -1210,7 +1353,7 @@ function drawHistory() {
     }
   });
   if (current >= 0) {
-    svg += `<line x1="${x(current)}" x2="${x(current)}" y1="8" y2="${h - 18}" stroke="#bdbdbd" stroke-dasharray="3,3"/>`;
+    svg += `<line x1="${x(current)}" x2="${x(current)}" y1="${top}" y2="${h - 18}" stroke="#bdbdbd" stroke-dasharray="3,3"/>`;
   }
   let legend = "";
   series.forEach(([key, colour], j) => {
@@ -1225,9 +1368,9 @@ function drawHistory() {
           `<circle cx="${x(k)}" cy="${y(v ?? lo)}" r="2.5" fill="${colour}"><title>epoch ${data.steps[k]}: ${key} ${fmt(v)}</title></circle>`,
       )
       .join("");
-    legend += `<text class="tick" x="${pad + 6 + 110 * j}" y="19" fill="${colour}" style="fill:${colour}">● ${key.replace("_saturated", " saturated")}</text>`;
+    legend += `<text class="tick" x="${pad + 110 * j}" y="${top - 6}" fill="${colour}" style="fill:${colour}">● ${key.replace("_saturated", " saturated")}</text>`;
   });
-  svg += legend;
+  svg += `<g class="legend">${legend}</g>`;
   svg += `<text class="tick" x="${right + 8}" y="${h - 5}">epoch</text></svg>`;
   ui.historyChart.innerHTML = svg;
 }
