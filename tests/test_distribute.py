@@ -73,7 +73,7 @@ def finish(process, timeout=300):
 
 def losses(run_dir):
     """The best epoch's logs (training and validation loss) and its number."""
-    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    state = json.loads((run_dir / "resume" / "state.json").read_text())
     return state["best_epoch"], state["best_logs"]
 
 

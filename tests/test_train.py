@@ -5,6 +5,7 @@ import dataclasses
 import errno
 import fcntl
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -20,9 +21,15 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from tensorboard.backend.event_processing import event_accumulator
+from tensorboard.backend import application
+from tensorboard.backend.event_processing import data_provider, event_accumulator
+from tensorboard.backend.event_processing import plugin_event_multiplexer as pem
+from tensorboard.plugins import base_plugin
+from tensorboard.plugins.hparams import hparams_plugin
 from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.projector import projector_plugin
 from tensorboard.util import tensor_util
+from werkzeug import test as werkzeug_test
 
 import keras_lstm
 from keras_lstm.experiments import run as experiment
@@ -416,6 +423,86 @@ def test_variant_sweep_writes_two_runs_and_a_summary(cli_runs):
     assert f"tensorboard --logdir {logdir}" in result.stdout
 
 
+def tensorboard_client(logdir, plugin):
+    """TensorBoard's WSGI app over `logdir` with one plugin, on the data provider
+    that `tensorboard --load_fast=false` uses."""
+    multiplexer = pem.EventMultiplexer()
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    context = base_plugin.TBContext(data_provider=provider, logdir=str(logdir))
+    app = application.TensorBoardWSGI([plugin(context)], data_provider=provider)
+    return werkzeug_test.Client(app)
+
+
+def test_tensorboard_finds_no_tensorflow_checkpoint_in_a_run(cli_runs, caplog):
+    dirs, *_ = the_run(cli_runs[0], cli_runs, "adding_sweep")
+    # On each page load the projector asks TensorFlow for the checkpoint state
+    # file, `checkpoint`, of every run and of its parent folder.
+    client = tensorboard_client(dirs[0].parent, projector_plugin.ProjectorPlugin)
+    with caplog.at_level(logging.WARNING):
+        response = client.get("/data/plugin/projector/runs")
+    assert response.status_code == 200
+    assert json.loads(response.get_data()) == []
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.startswith(("tensorflow", "tensorboard"))
+    ]
+    assert warnings == []
+    for run_dir in dirs:
+        assert (run_dir / "resume" / "state.json").is_file()
+        assert not (run_dir / "checkpoint").exists()
+
+
+def test_hparams_dashboard_shows_task_and_variant_and_types_every_hparam(cli_runs):
+    dirs, _, _, _ = the_run(cli_runs[0], cli_runs, "adding_sweep")
+    client = tensorboard_client(dirs[0].parent, hparams_plugin.HParamsPlugin)
+    response = client.post(
+        "/data/plugin/hparams/experiment", json={"experimentName": ""}
+    )
+    assert response.status_code == 200
+    infos = json.loads(response.get_data())["hparamInfos"]
+    # The dashboard shows five hparams until the user picks others: the first
+    # five of the backend's order once those marked `differs` are moved first.
+    shown = [info["name"] for info in sorted(infos, key=lambda i: not i["differs"])]
+    assert {"task", "variant"} <= set(shown[:5]), shown
+    info = {i["name"]: i for i in infos}
+    for name in ("task", "variant", "strategy", "precision"):
+        assert info[name]["type"] == "DATA_TYPE_STRING", info[name]
+    # Every value a run of any command can record, not only this sweep's.
+    assert set(info["task"]["domainDiscrete"]) == set(tasks.TASKS)
+    assert set(info["variant"]["domainDiscrete"]) == set(keras_lstm.VARIANTS)
+    assert info["bidirectional"]["type"] == "DATA_TYPE_BOOL"
+    assert info["bidirectional"]["domainDiscrete"] == [False, True]
+    numbers = ("units", "layers", "batch_size", "seq_len", "seed")
+    numbers += ("lr", "clipnorm", "dropout", "recurrent_dropout")
+    for name in numbers:
+        assert info[name]["type"] == "DATA_TYPE_FLOAT64", info[name]
+        assert "domainInterval" in info[name], info[name]
+    assert set(info) == set(numbers) | {
+        "task",
+        "variant",
+        "strategy",
+        "precision",
+        "bidirectional",
+    }
+    for name in ("units", "layers", "batch_size", "seq_len", "seed"):
+        bounds = info[name]["domainInterval"].values()
+        assert all(float(b).is_integer() for b in bounds), info[name]
+
+    request = {"experimentName": "", "startIndex": 0, "sliceSize": 10}
+    request["allowedStatuses"] = ["STATUS_UNKNOWN", "STATUS_SUCCESS"]
+    response = client.post("/data/plugin/hparams/session_groups", json=request)
+    groups = json.loads(response.get_data())["sessionGroups"]
+    values = {g["hparams"]["variant"]: g["hparams"] for g in groups}
+    assert set(values) == {"standard", "cifg"}
+    for hparams in values.values():
+        assert hparams["task"] == "adding" and hparams["bidirectional"] is False
+        assert hparams["units"] == 4 and hparams["seq_len"] == 8
+        assert hparams["lr"] == pytest.approx(3e-3)
+
+
 def test_help_lists_every_option_with_its_default(capsys):
     with pytest.raises(SystemExit) as exit_info:
         train.main(["--help"])
@@ -588,7 +675,8 @@ def kill_runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     """The results each kill must end with, from runs that nothing stopped;
-    and a copy of the 1-epoch run, for a resume whose writes fail."""
+    and copies of the 1-epoch run, for a resume whose writes fail and one of
+    a run written before the resume folder had its name."""
     logdir = tmp_path_factory.mktemp("uninterrupted")
     base = ["--logdir", logdir, *KILL_TINY]
     with pytest.MonkeyPatch.context() as patch:
@@ -596,6 +684,7 @@ def uninterrupted(tmp_path_factory):
         assert _main([*base, "--epochs", 2, "--run-name", "straight"]) == 0
         assert _main([*base, "--epochs", 1, "--run-name", "resumed"]) == 0
         shutil.copytree(logdir / "resumed", logdir / "one_epoch")
+        shutil.copytree(logdir / "resumed", logdir / "old_layout")
         argv = [*base, "--epochs", 2, "--run-name", "resumed", "--resume"]
         assert _main(argv) == 0
     results = {
@@ -620,7 +709,7 @@ def validation_mse(model_path):
 def check_resumed_run(run_dir, want, resumed_epoch=None):
     """A run that resumed to 2 epochs: the results of the uninterrupted `want`,
     a best.keras that scores them, and nothing half-written left behind."""
-    state = json.loads((run_dir / "checkpoint" / "state.json").read_text())
+    state = json.loads((run_dir / "resume" / "state.json").read_text())
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert state["epoch"] == metrics["epochs_run"] == 2
     assert metrics["best_epoch"] == want["best_epoch"]
@@ -628,7 +717,7 @@ def check_resumed_run(run_dir, want, resumed_epoch=None):
     assert validation_mse(run_dir / "best.keras") == pytest.approx(
         metrics["val_loss"], rel=1e-5
     )
-    assert sorted(os.listdir(run_dir / "checkpoint")) == sorted(
+    assert sorted(os.listdir(run_dir / "resume")) == sorted(
         ["state.json", state["model"]]
     )
     assert not [p for p in run_dir.rglob("*") if ".tmp." in p.name]
@@ -652,7 +741,7 @@ def test_kill_at_any_moment_then_resume_loses_nothing(
     killed = kill_runs.result(moment)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     run_dir = kill_runs.root / moment / "r"
-    state_path = run_dir / "checkpoint" / "state.json"
+    state_path = run_dir / "resume" / "state.json"
     if committed:
         assert json.loads(state_path.read_text())["epoch"] == committed
     else:
@@ -675,7 +764,7 @@ def test_a_write_that_fails_stops_the_run_in_one_line_and_keeps_the_checkpoint(
     results, logdir, base = uninterrupted
     monkeypatch.setattr(experiment, "GateTensorBoard", no_gates)
     run_dir = logdir / "one_epoch"
-    before = snapshot(run_dir / "checkpoint")
+    before = snapshot(run_dir / "resume")
 
     def disk_full(model, filepath, *args, **kwargs):
         with open(filepath, "wb") as f:
@@ -690,14 +779,43 @@ def test_a_write_that_fails_stops_the_run_in_one_line_and_keeps_the_checkpoint(
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("train.py: error: cannot write ")
-    assert str(run_dir / "checkpoint") in lines[0]
+    assert str(run_dir / "resume") in lines[0]
     assert "No space left on device" in lines[0] and "--resume" in lines[0]
-    after = snapshot(run_dir / "checkpoint")
+    after = snapshot(run_dir / "resume")
     del before["."], after["."]  # its mtime: a temporary file came and went
     assert after == before
     assert json.loads((run_dir / "metrics.json").read_text())["epochs_run"] == 1
 
     assert _main(argv) == 0
+    check_resumed_run(run_dir, results["resumed"], resumed_epoch=2)
+
+
+def test_resume_continues_a_run_whose_resume_folder_has_the_old_name(
+    uninterrupted, monkeypatch, capsys
+):
+    results, logdir, base = uninterrupted
+    monkeypatch.setattr(experiment, "GateTensorBoard", no_gates)
+    run_dir = logdir / "old_layout"
+    # Runs written before kept their last finished epoch in `checkpoint/`.
+    (run_dir / "resume").rename(run_dir / "checkpoint")
+    argv = [str(a) for a in [*base, "--epochs", 2, "--run-name", "old_layout"]]
+    argv.append("--resume")
+
+    # A worker that is not the chief reads the run as it finds it, writing
+    # nothing there (the chief renames the folder).
+    before = snapshot(run_dir)
+    config = train.config_lib.from_args(argv)
+    task = tasks.task_for(config)
+    metrics = experiment.run(config, task, "standard", str(run_dir), argv, chief=False)
+    assert metrics["epochs_run"] == 2
+    assert metrics["val_loss"] == pytest.approx(results["resumed"]["val_loss"], 1e-5)
+    assert snapshot(run_dir) == before
+    capsys.readouterr()
+
+    assert _main(argv) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"^Epoch (\d+)/2\b", out, re.M) == ["2"], out
+    assert not (run_dir / "checkpoint").exists()
     check_resumed_run(run_dir, results["resumed"], resumed_epoch=2)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 
 import keras
 import numpy as np
@@ -116,10 +117,26 @@ HPARAMS_METRICS = (
 )
 
 
-def write_hparams(run_dir: str, hparams: dict, trial_id: str) -> None:
-    """Records a run's hyperparameters for TensorBoard's HParams dashboard."""
+def write_hparams(
+    run_dir: str,
+    hparams: dict,
+    trial_id: str,
+    choices: dict[str, tuple[str, ...]],
+    shown: tuple[str, ...] = (),
+) -> None:
+    """Records a run's hyperparameters for TensorBoard's HParams dashboard.
+
+    Args:
+        run_dir: Directory of the TensorBoard run to write.
+        hparams: Name -> value: a string, a bool, or a number that is not
+            negative (a size, a seed, a rate).
+        trial_id: The run's name in the dashboard.
+        choices: Name -> every value of each string hparam.
+        shown: Names of the hparams the dashboard shows before the others.
+    """
     import tensorflow as tf
     from tensorboard.plugins.hparams import api as hp
+    from tensorboard.plugins.hparams import plugin_data_pb2
 
     # The same experiment in every run (TensorBoard reads one, whichever it finds
     # first): the run settings, and as metrics the final results beside their
@@ -131,13 +148,44 @@ def write_hparams(run_dir: str, hparams: dict, trial_id: str) -> None:
         hp.Metric("epoch_loss", group="validation", display_name="val_loss per epoch"),
         hp.Metric("epoch_loss", group="train", display_name="loss per epoch"),
     ]
+    declared = [
+        hp.HParam(name, _domain(hp, name, value, choices))
+        for name, value in hparams.items()
+    ]
+    config = hp.hparams_config_pb(hparams=declared, metrics=metrics)
+    # The dashboard shows five hparams until the user picks others: those
+    # marked `differs` first, then by name. TensorBoard computes `differs` from
+    # the runs' values only where no run wrote an experiment; a written one is
+    # read as it is, so `shown` is marked here.
+    (value,) = config.value
+    data = plugin_data_pb2.HParamsPluginData.FromString(
+        value.metadata.plugin_data.content
+    )
+    for info in data.experiment.hparam_infos:
+        info.differs = info.name in shown
+    value.metadata.plugin_data.content = data.SerializeToString()
     writer = tf.summary.create_file_writer(run_dir)
     with writer.as_default():
-        hp.hparams_config(
-            hparams=[hp.HParam(name) for name in hparams], metrics=metrics
-        )
+        tf.summary.experimental.write_raw_pb(config.SerializeToString(), step=0)
         hp.hparams(hparams, trial_id=trial_id)
     writer.close()
+
+
+def _domain(hp, name: str, value, choices: dict):
+    """The values of an hparam in any run, not only this one's."""
+    if isinstance(value, bool):
+        return hp.Discrete([False, True])
+    if isinstance(value, str):
+        return hp.Discrete(list(choices[name]))
+    if value < 0:
+        raise ValueError(
+            f"Received an invalid value for hparam `{name}`: expected a number "
+            f"that is not negative, got {value!r}"
+        )
+    if isinstance(value, int):
+        # TensorBoard keeps every number as a float64, exact up to 2**53.
+        return hp.IntInterval(0, 2**53)
+    return hp.RealInterval(0.0, sys.float_info.max)
 
 
 def write_final_metrics(run_dir: str, metrics: dict, step: int) -> None:

@@ -21,18 +21,28 @@ try:
 except ImportError:  # Windows: runs are not locked against a second train.py.
     fcntl = None
 
-from keras_lstm import LSTM, ArgumentError, GateTensorBoard, bits_per_char
-from keras_lstm.experiments.config import TrainConfig
+from keras_lstm import (
+    LSTM,
+    VARIANTS,
+    ArgumentError,
+    GateTensorBoard,
+    bits_per_char,
+)
+from keras_lstm.experiments.config import PRECISIONS, STRATEGIES, TrainConfig
 from keras_lstm.experiments.reporting import (
     TextSamples,
     write_final_metrics,
     write_hparams,
 )
-from keras_lstm.experiments.tasks import Task
+from keras_lstm.experiments.tasks import TASKS, Task
 
 # The last finished epoch: state.json, and the model (with its optimizer) that
 # state.json names. Writing state.json commits an epoch (see RunCheckpoint).
-CHECKPOINT = "checkpoint"
+RESUME = "resume"
+# Its name in runs written before: the name of TensorFlow's checkpoint state
+# file, which TensorBoard's projector looks for beside each folder of logs on
+# every page load, warning that it is a directory. --resume renames it.
+OLD_RESUME = "checkpoint"
 BEST_MODEL = "best.keras"
 LOCK = "lock"  # flock-ed by the train.py writing the run
 # Below this many validation sequences the report warns that small differences
@@ -402,8 +412,8 @@ def _model_file(state: dict) -> str:
 
 
 def _export_best(run_dir: str, state: dict, epoch: int | None = None) -> None:
-    """Copies the checkpoint's model, the best epoch's, to best.keras."""
-    source = os.path.join(run_dir, CHECKPOINT, _model_file(state))
+    """Copies the committed model, the best epoch's, to best.keras."""
+    source = os.path.join(run_dir, RESUME, _model_file(state))
     _save_atomically(
         lambda tmp: shutil.copyfile(source, tmp),
         os.path.join(run_dir, BEST_MODEL),
@@ -413,14 +423,41 @@ def _export_best(run_dir: str, state: dict, epoch: int | None = None) -> None:
 
 
 def _tidy_checkpoint(run_dir: str, state: dict) -> None:
-    """Removes what a kill or an earlier epoch left in the checkpoint folder."""
-    folder = os.path.join(run_dir, CHECKPOINT)
+    """Removes what a kill or an earlier epoch left in the resume folder."""
+    folder = os.path.join(run_dir, RESUME)
     keep = {"state.json", _model_file(state)}
     for name in os.listdir(folder):
         if name not in keep:
             # Left for the next epoch's tidying if it cannot be removed now.
             with contextlib.suppress(OSError):
                 os.remove(os.path.join(folder, name))
+
+
+def _rename_old_resume(run_dir: str) -> None:
+    """Renames a run's OLD_RESUME folder to RESUME, where there is only the old.
+
+    Called by the process that holds the run's lock, before it reads the
+    folder. One rename of a directory within the run folder is atomic: a kill
+    leaves the folder under one name or the other, whole, and the next
+    --resume reads it under either. Nothing is copied, so nothing can be half
+    written. Where both exist, RESUME is the one written last (every epoch is
+    committed there) and the old folder is left as it is.
+    """
+    old, new = os.path.join(run_dir, OLD_RESUME), os.path.join(run_dir, RESUME)
+    if os.path.isdir(old) and not os.path.lexists(new):
+        try:
+            os.rename(old, new)
+        except OSError as error:
+            raise WriteError(new, error) from error
+
+
+def _resume_folder(run_dir: str) -> str:
+    """Where a run's last finished epoch is read from: RESUME, or OLD_RESUME in
+    a run that only has the old. A worker that is not the chief reads the run
+    as it finds it, before or after the chief renames the folder."""
+    new = os.path.join(run_dir, RESUME)
+    old = os.path.join(run_dir, OLD_RESUME)
+    return old if os.path.isdir(old) and not os.path.isdir(new) else new
 
 
 def _recover(run_dir: str, state: dict) -> None:
@@ -479,7 +516,7 @@ class RunCheckpoint(keras.callbacks.Callback):
         state["epoch"] = done
         state["wall_seconds"] = state.get("wall_seconds", 0.0) + now - self.started
         state["model"] = f"epoch-{done}.keras"
-        folder = os.path.join(self.run_dir, CHECKPOINT)
+        folder = os.path.join(self.run_dir, RESUME)
         try:
             os.makedirs(folder, exist_ok=True)
         except OSError as error:
@@ -544,7 +581,9 @@ def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
     """`run`, reading the run to resume from `run_dir`, writing to `out_dir`."""
     if run_dir is None:
         run_dir = out_dir
-    state_path = os.path.join(run_dir, CHECKPOINT, "state.json")
+    if config.resume and out_dir == run_dir:
+        _rename_old_resume(run_dir)
+    state_path = os.path.join(_resume_folder(run_dir), "state.json")
     metrics_path = os.path.join(run_dir, "metrics.json")
     state = None
     if config.resume and os.path.isfile(state_path):
@@ -570,7 +609,7 @@ def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
         keras.utils.set_random_seed(config.seed + state["epoch"])
         with _scope(strategy):
             model = keras.saving.load_model(
-                os.path.join(run_dir, CHECKPOINT, _model_file(state))
+                os.path.join(_resume_folder(run_dir), _model_file(state))
             )
     else:
         state = {"epoch": 0}
@@ -578,7 +617,11 @@ def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
         with _scope(strategy):
             model = build_model(config, task, variant)
         write_hparams(
-            out_dir, hparams(config, variant, task), trial_id=os.path.basename(run_dir)
+            out_dir,
+            hparams(config, variant, task),
+            trial_id=os.path.basename(run_dir),
+            choices=HPARAM_CHOICES,
+            shown=HPARAMS_SHOWN,
         )
 
     probe = task.x_val[: config.probe_size]
@@ -644,6 +687,19 @@ def _finish(config, task, variant, state, out_dir) -> dict:
 
 def _scope(strategy):
     return contextlib.nullcontext() if strategy is None else strategy.scope()
+
+
+# Every value of the string hparams. TensorBoard reads one run's list of
+# hparams for the whole log directory, so each lists what any run can record.
+HPARAM_CHOICES = {
+    "task": TASKS,
+    "variant": VARIANTS,
+    "strategy": STRATEGIES,
+    "precision": PRECISIONS,
+}
+# Shown first in the HParams dashboard: what tells the runs of a sweep, or of
+# a log directory, apart.
+HPARAMS_SHOWN = ("task", "variant")
 
 
 def hparams(config: TrainConfig, variant: str, task: Task) -> dict:
