@@ -1,5 +1,7 @@
 """keras_lstm: an LSTM for Keras 3 that shows its work."""
 
+# First: the package's commands import Keras quietly (see there).
+from keras_lstm import _quiet  # noqa: F401
 from keras_lstm._checks import ArgumentError
 from keras_lstm.cell import GATES, VARIANTS, LSTMCell
 from keras_lstm.gates import gate_activations
