@@ -219,19 +219,19 @@ def _gates_from_outputs(equations, x, outputs, h0, c0, mask):
     u_x = ops.matmul(ops.reshape(x, (-1, ops.shape(x)[-1])), cell.kernel)
     w_h = ops.matmul(ops.reshape(h_prev, rows), cell.recurrent_kernel)
     # (batch*time, 4*units): the step's arguments for every step at once.
+    shape = (batch, time, equations.units)
     if equations.variant == "peephole":
+        # i, f and o read c: the step runs over time for c, then once more.
         c_prev = _cell_states_by_step(equations, u_x, w_h, c0, mask, batch, time)
+        i, f, g, o, c, _ = equations.step(u_x, w_h, c_prev)
     else:
-        # i, f and g do not read c_{t-1}: one pass gives them, any c will do.
+        # i, f, g and o do not read c_{t-1}: one pass gives them, any c will do.
         zeros = ops.zeros_like(ops.reshape(h_prev, rows))
-        i, f, g, _, _, _ = equations.step(u_x, w_h, zeros)
-        shape = (batch, time, equations.units)
-        c = _cell_states(
-            ops.reshape(f, shape), ops.reshape(i * g, shape), c0, mask
-        )  # (batch, time, units)
-        c_prev = ops.concatenate([c0[:, None], c[:, :-1]], axis=1)
-    i, f, g, o, c, h = equations.step(u_x, w_h, ops.reshape(c_prev, rows))
-    packed = ops.reshape(pack_gates(i, f, g, o, c, h), (batch, time, -1))
+        i, f, g, o, _, _ = equations.step(u_x, w_h, zeros)
+        c = _cell_states(ops.reshape(f, shape), ops.reshape(i * g, shape), c0, mask)
+    # h is the layer's own output: what the gates give, as the tests check.
+    gates = [ops.reshape(a, shape) for a in (i, f, g, o, c)]
+    packed = pack_gates(*gates, outputs)  # (batch, time, 6*units)
     return ops.transpose(packed, (1, 0, 2))
 
 
