@@ -247,6 +247,8 @@ class GateReader:
                 layer_id: stack.enter_context(recording_gates(layer))
                 for layer_id, layer in layers.items()
             }
+            for wrapper in _bidirectionals(self._target()):
+                stack.enter_context(_each_direction_alone(wrapper))
             call(inputs, training=False, **kwargs)
         # A layer called more than once (shared weights) reports its first call.
         return {
@@ -261,6 +263,24 @@ class GateReader:
             isinstance(layer, keras.layers.RNN) and layer.stateful
             for layer in target._flatten_layers(include_self=True, recursive=True)
         )
+
+
+def _bidirectionals(model_or_layer) -> list:
+    layers = model_or_layer._flatten_layers(include_self=True, recursive=True)
+    return [layer for layer in layers if isinstance(layer, keras.layers.Bidirectional)]
+
+
+@contextlib.contextmanager
+def _each_direction_alone(wrapper):
+    """Keeps a `Bidirectional` from running both its LSTMs in one fused kernel
+    (Keras 3 does on a GPU, on JAX and PyTorch): that call bypasses the layers'
+    loops, where their gates are recorded. Each direction still runs its own
+    fastest kernel."""
+    wrapper._can_attempt_fused_lstm = lambda *args, **kwargs: False
+    try:
+        yield
+    finally:
+        del wrapper._can_attempt_fused_lstm
 
 
 def _call_state(model_or_layer) -> list:

@@ -272,3 +272,26 @@ def test_gate_tensorboard_in_fit_of_a_stock_model(tmp_path, rng):
     (event,) = accumulator.Tensors("upper/forget_gate/mean")
     value = float(tensor_util.make_ndarray(event.tensor_proto))
     np.testing.assert_allclose(value, gates["upper"]["forget_gate"].mean(), atol=1e-5)
+
+
+def test_bidirectional_records_each_direction_where_keras_would_fuse(rng, monkeypatch):
+    # On a GPU, Keras runs both directions of a Bidirectional(LSTM) in one fused
+    # kernel, past the layers' loops: recording must keep each direction apart.
+    def fused(self, *args, **kwargs):
+        raise AssertionError("the fused call ran while gates were recorded")
+
+    monkeypatch.setattr(
+        keras.layers.Bidirectional, "_can_attempt_fused_lstm", lambda *a, **k: True
+    )
+    monkeypatch.setattr(keras.layers.Bidirectional, "_call_fused_lstm", fused)
+    bi = keras.layers.Bidirectional(keras.layers.LSTM(UNITS), name="bi")
+    model = keras.Sequential([keras.Input((TIME, FEATURES)), bi])
+    randomize(model, rng)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    gates = gate_activations(model, x)
+    assert sorted(gates) == ["bi/backward", "bi/forward"]
+    expected = reference_gates(
+        "standard", named_weights(bi.backward_layer.cell), x, go_backwards=True
+    )
+    assert_gates_equal(gates["bi/backward"], expected, np.ones((BATCH, TIME), bool))
+    assert "_can_attempt_fused_lstm" not in vars(bi)
