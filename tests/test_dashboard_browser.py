@@ -4,7 +4,10 @@ A tiny two-layer model is trained with `model.fit` and GateTensorBoard; a
 recorder beside it keeps `keras_lstm.gate_activations` of every epoch. Headless
 Chromium (Debian's `chromium` and `chromium-driver`, driven by selenium) opens
 the tab inside TensorBoard's page, picks a layer, an epoch and a unit, and the
-traces the page shows must be those values.
+traces the page shows must be those values. A second run of the same logdir is
+a model built only from Keras's own `keras.layers.LSTM`, one of them in a
+`Bidirectional`, trained and recorded the same way: the tab must show its gates
+as it shows ours.
 
 Run as a script, the same code screenshots the tab of an existing logdir:
 
@@ -35,6 +38,10 @@ TAB_NAME = "LSTM gates"
 PLUGIN = "lstm_gates"
 TEXT = "abcde"
 LAYERS = ("lower", "upper")
+TINY_RUN = "tiny/gates"
+# Sorts after TINY_RUN: the tab shows the first run, which the tests expect
+# to be the tiny model's.
+STOCK_RUN = "tiny_stock/gates"
 
 
 def browser_binaries():
@@ -202,7 +209,26 @@ def served(url, route, **params):
     return get(f"{url}/data/plugin/{PLUGIN}/{route}?{query}")
 
 
-def shown_unit(driver, layer, unit, epoch, sequence=0):
+def open_unit(driver, layer, units, unit):
+    """Chooses `layer`, waits for its `units` rows in the units table, and
+    opens `unit` from there."""
+    from selenium.webdriver.common.by import By
+
+    choose(driver, "layer-select", layer)
+    wait_for(
+        driver,
+        "const t = document.getElementById('units-table');"
+        "return t.dataset.layer === arguments[0]"
+        " && t.querySelectorAll('tbody tr').length === arguments[1]",
+        f"the {units} units of {layer}",
+        30.0,
+        layer,
+        units,
+    )
+    driver.find_element(By.CSS_SELECTOR, f'#units-table tr[data-unit="{unit}"]').click()
+
+
+def shown_unit(driver, layer, unit, epoch, sequence=0, run=None):
     """Waits until the unit detail shows exactly this, then returns its traces."""
     wanted = {
         "layer": layer,
@@ -210,6 +236,8 @@ def shown_unit(driver, layer, unit, epoch, sequence=0):
         "epoch": str(epoch),
         "sequence": str(sequence),
     }
+    if run is not None:
+        wanted["run"] = run
     wait_for(
         driver,
         "const d = document.getElementById('unit-detail').dataset;"
@@ -226,6 +254,27 @@ def shown_unit(driver, layer, unit, epoch, sequence=0):
     return {gate: np.array(json.loads(values), float) for gate, values in figures}
 
 
+def assert_traces_are(traces, gates, sequence, unit):
+    """The six traces of a unit are `gates` (one layer's entry of
+    `gate_activations`) of `sequence` and `unit`, to float16's precision."""
+    import keras_lstm
+
+    assert set(traces) == set(keras_lstm.GATES)
+    for gate in keras_lstm.GATES:
+        expected = gates[gate][sequence, :, unit]
+        np.testing.assert_allclose(
+            traces[gate], expected, rtol=2e-3, atol=2e-3, err_msg=gate
+        )
+
+
+def severe_console_errors(driver):
+    return [
+        e["message"]
+        for e in driver.get_log("browser")
+        if e["level"] == "SEVERE" and "favicon" not in e["message"]
+    ]
+
+
 # The units the saturation scatters stand for: a point is `data-count` units.
 POINTS_IN_SCATTERS = (
     "[...document.querySelectorAll('#scatters circle')]"
@@ -237,14 +286,9 @@ POINTS_IN_SCATTERS = (
 # The tests.
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny model trained by `model.fit` with GateTensorBoard, and the gates
-    `keras_lstm.gate_activations` gives after each of its epochs."""
-    import keras
-
-    import keras_lstm
-
+def tiny_data():
+    """Next-character data over TEXT: one-hot inputs (16, 7, 5), their targets,
+    the probe batch (the first 3 inputs) and its characters."""
     rng = np.random.default_rng(0)
     batch, time_steps = 3, 7
     ids = rng.integers(0, len(TEXT), size=(16, time_steps + 1))
@@ -252,16 +296,18 @@ def trained(tmp_path_factory):
     y = ids[:, 1:]
     probe = x[:batch]
     labels = [[TEXT[k] for k in row] for row in ids[:batch, :-1]]
+    return x, y, probe, labels
 
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential(
-        [
-            keras.Input((time_steps, len(TEXT))),
-            keras_lstm.LSTM(4, return_sequences=True, name=LAYERS[0]),
-            keras_lstm.LSTM(3, return_sequences=True, name=LAYERS[1]),
-            keras.layers.Dense(len(TEXT)),
-        ]
-    )
+
+def fit_recording_gates(model, data, log_dir):
+    """Trains `model` on `data` (as `tiny_data` gives it) for two epochs by
+    `model.fit` with GateTensorBoard writing the run `log_dir`, and returns the
+    gates `keras_lstm.gate_activations` gives after each epoch."""
+    import keras
+
+    import keras_lstm
+
+    x, y, probe, labels = data
     model.compile(
         keras.optimizers.Adam(0.05),
         keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -272,19 +318,74 @@ def trained(tmp_path_factory):
             epoch, keras_lstm.gate_activations(model, probe)
         )
     )
-    logdir = tmp_path_factory.mktemp("dashboard") / "logs"
-    gates = keras_lstm.GateTensorBoard(
-        str(logdir / "tiny" / "gates"), probe, labels=labels, images=False
-    )
+    gates = keras_lstm.GateTensorBoard(str(log_dir), probe, labels=labels, images=False)
     model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[gates, recorder])
-    return logdir, reference, labels
+    return reference
 
 
 @pytest.fixture(scope="module")
-def tiny_server(trained, tmp_path_factory):
-    """TensorBoard over the tiny model's logdir, one for all the tests here."""
+def trained(tmp_path_factory):
+    """A tiny model trained by `model.fit` with GateTensorBoard, and the gates
+    `keras_lstm.gate_activations` gives after each of its epochs."""
+    import keras
+
+    import keras_lstm
+
+    data = tiny_data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input(data[0].shape[1:]),
+            keras_lstm.LSTM(4, return_sequences=True, name=LAYERS[0]),
+            keras_lstm.LSTM(3, return_sequences=True, name=LAYERS[1]),
+            keras.layers.Dense(len(TEXT)),
+        ]
+    )
+    logdir = tmp_path_factory.mktemp("dashboard") / "logs"
+    reference = fit_recording_gates(model, data, logdir / TINY_RUN)
+    return logdir, reference, data[3]
+
+
+def stock_model(input_shape):
+    """Keras's own LSTMs only: `first`, then `bi`, a Bidirectional of one."""
+    import keras
+
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.LSTM(4, return_sequences=True, name="first"),
+            keras.layers.Bidirectional(
+                keras.layers.LSTM(3, return_sequences=True), name="bi"
+            ),
+            keras.layers.Dense(len(TEXT)),
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+def trained_stock(trained):
+    """`stock_model` trained as the tiny model is, a second run of its logdir,
+    and the gates `keras_lstm.gate_activations` gives after each epoch."""
+    import keras
+
+    data = tiny_data()
+    keras.utils.set_random_seed(0)
+    model = stock_model(data[0].shape[1:])
+    return fit_recording_gates(model, data, trained[0] / STOCK_RUN)
+
+
+@pytest.fixture(scope="module")
+def tiny_server(trained, trained_stock, tmp_path_factory):
+    """TensorBoard over the logdir of both runs, one for all the tests here."""
     needs_browser()
     with tensorboard_server(trained[0], tmp_path_factory.mktemp("tb")) as url:
+        # The server loads runs in the background, and the tab opens on the
+        # first one it lists: wait for both.
+        poll(
+            f"{url}/data/plugin/{PLUGIN}/runs",
+            lambda answer: set(answer["runs"]) == {TINY_RUN, STOCK_RUN},
+            f"the runs {TINY_RUN} and {STOCK_RUN}",
+        )
         yield url
 
 
@@ -299,8 +400,6 @@ def browser():
 def test_tab_shows_the_gates_gate_activations_returns(trained, tiny_server, browser):
     from selenium.webdriver.common.by import By
 
-    import keras_lstm
-
     _, reference, labels = trained
     url, driver = tiny_server, browser
     from_page, from_frame = open_tab(driver, url)
@@ -311,22 +410,9 @@ def test_tab_shows_the_gates_gate_activations_returns(trained, tiny_server, brow
 
     # The latest epoch is shown first; pick the upper layer, and unit 2
     # in the units table.
-    choose(driver, "layer-select", LAYERS[1])
-    wait_for(
-        driver,
-        "const t = document.getElementById('units-table');"
-        "return t.dataset.layer === arguments[0]"
-        " && t.querySelectorAll('tbody tr').length === 3",
-        "the upper layer's three units",
-        30.0,
-        LAYERS[1],
-    )
-    driver.find_element(By.CSS_SELECTOR, '#units-table tr[data-unit="2"]').click()
+    open_unit(driver, LAYERS[1], units=3, unit=2)
     traces = shown_unit(driver, LAYERS[1], 2, epoch=1)
-    assert set(traces) == set(keras_lstm.GATES)
-    for gate in keras_lstm.GATES:
-        expected = reference[1][LAYERS[1]][gate][0, :, 2]
-        np.testing.assert_allclose(traces[gate], expected, rtol=2e-3, atol=2e-3)
+    assert_traces_are(traces, reference[1][LAYERS[1]], sequence=0, unit=2)
     text = driver.find_element(By.ID, "unit-text").text.replace("\n", "")
     assert text == "".join(labels[0])
 
@@ -378,15 +464,86 @@ def test_tab_shows_the_gates_gate_activations_returns(trained, tiny_server, brow
     assert "unit 1" in text and "step 2" in text, text
     assert f'"{labels[1][2]}"' in text, text
     traces = shown_unit(driver, LAYERS[0], 1, epoch=0, sequence=1)
-    for gate in keras_lstm.GATES:
-        expected = reference[0][LAYERS[0]][gate][1, :, 1]
-        np.testing.assert_allclose(traces[gate], expected, rtol=2e-3, atol=2e-3)
+    assert_traces_are(traces, reference[0][LAYERS[0]], sequence=1, unit=1)
 
-    errors = [
-        e["message"]
-        for e in driver.get_log("browser")
-        if e["level"] == "SEVERE" and "favicon" not in e["message"]
-    ]
+    errors = severe_console_errors(driver)
+    assert not errors, errors
+
+
+def test_tab_shows_the_gates_of_a_stock_keras_model(
+    trained, trained_stock, tiny_server, browser
+):
+    """The run of `stock_model` (keras.layers.LSTM only): its layers are the
+    keys of `gate_activations`, `bi/forward` and `bi/backward` included, and
+    every value shown is theirs."""
+    from selenium.webdriver.common.by import By
+
+    labels, reference = trained[2], trained_stock
+    url, driver = tiny_server, browser
+    open_tab(driver, url)
+    choose(driver, "run-select", STOCK_RUN)
+    layers = wait_for(
+        driver,
+        "return document.getElementById('unit-detail').dataset.run === arguments[0]"
+        " && [...document.getElementById('layer-select').options]"
+        ".map(o => o.value)",
+        f"the layers of {STOCK_RUN}",
+        30.0,
+        STOCK_RUN,
+    )
+    assert layers == sorted(reference[1]) == sorted(reference[0])
+    assert set(layers) == {"first", "bi/forward", "bi/backward"}
+
+    # The latest epoch, the last unit of every layer, from the units table.
+    for layer in layers:
+        units = reference[1][layer]["hidden_state"].shape[-1]
+        open_unit(driver, layer, units=units, unit=units - 1)
+        traces = shown_unit(driver, layer, units - 1, epoch=1, run=STOCK_RUN)
+        assert_traces_are(traces, reference[1][layer], sequence=0, unit=units - 1)
+    text = driver.find_element(By.ID, "unit-text").text.replace("\n", "")
+    assert text == "".join(labels[0])
+
+    # The units table's means, at the latest epoch of the last layer.
+    gate = driver.find_element(By.ID, "gate-select").get_attribute("value")
+    shown_means = wait_for(
+        driver,
+        "const t = document.getElementById('units-table');"
+        "return t.dataset.layer === arguments[0] && t.dataset.gate === arguments[1]"
+        " && t.dataset.epoch === '1'"
+        " && [...t.querySelectorAll('tbody tr')]"
+        ".map(r => [Number(r.dataset.unit), Number(r.cells[1].textContent)])",
+        f"the units table of {layers[-1]}",
+        30.0,
+        layers[-1],
+        gate,
+    )
+    means = reference[1][layers[-1]][gate].mean(axis=(0, 1))
+    np.testing.assert_allclose(
+        [mean for _, mean in sorted(shown_means)], means, atol=2e-3
+    )
+
+    # The backward layer at epoch 0, second probe sequence: a heatmap cell
+    # under the pointer, and unit 1 chosen there. Its steps are in input order.
+    layer = "bi/backward"
+    choose(driver, "layer-select", layer)
+    shown_heatmap(driver, units=3, epoch=1)
+    driver.execute_script(
+        "const s = document.getElementById('epoch-slider');"
+        "s.value = '0'; s.dispatchEvent(new Event('input'));"
+    )
+    choose(driver, "sequence-select", 1)
+    shown_heatmap(driver, units=3, epoch=0, sequence=1, gate=gate)
+    point_at_cell(driver, unit=1, t=5, click=True)
+    shown = tooltip_cell(driver)
+    assert shown[:3] == (1, 5, gate)
+    expected = reference[0][layer][gate][1, 5, 1]
+    assert shown[3] == pytest.approx(expected, rel=2e-3, abs=2e-3)
+    traces = shown_unit(driver, layer, 1, epoch=0, sequence=1, run=STOCK_RUN)
+    assert_traces_are(traces, reference[0][layer], sequence=1, unit=1)
+    text = driver.find_element(By.ID, "unit-text").text.replace("\n", "")
+    assert text == "".join(labels[1])
+
+    errors = severe_console_errors(driver)
     assert not errors, errors
 
 
