@@ -175,14 +175,16 @@ def _chain_layout(batch, units):
 def _masked_step(cell, ux_t, wh_t, mask_t, h, c, weights):
     """One step of `cell.step` from h, c (b, u), ux_t and wh_t = h @ W (b, 4u).
 
-    Returns the states carried out of it: at a row where mask_t (b, 1) is
-    False, the previous ones (keras.backend.rnn).
+    Returns the packed gates (b, 6u) in `GATES` order, and the states carried
+    out of the step: at a row where mask_t (b, 1) is False, the previous ones
+    (keras.backend.rnn), which the packed c and h are too.
     """
-    *_, c_t, h_t = cell.step(ux_t, wh_t, c, weights)
+    i, f, g, o, c_t, h_t = cell.step(ux_t, wh_t, c, weights)
     if mask_t is not None:
         h_t = tf.where(mask_t, h_t, h)
         c_t = tf.where(mask_t, c_t, c)
-    return h_t, c_t
+    gates = tf.concat([i, f, o, g, c_t, h_t], axis=-1)
+    return gates, h_t, c_t
 
 
 def _chunk_matmul(a, b, transpose_b=False):
@@ -231,6 +233,13 @@ class _Loops:
             autograph=False,
             reduce_retracing=True,
         )
+        # Every gate of every step, as a graph, so that the chains run concurrently
+        # also when called eagerly.
+        self.packed_gates = tf.function(
+            functools.partial(_packed_gates, self),
+            autograph=False,
+            reduce_retracing=True,
+        )
 
     def _forward_chunk(self, x, h, c, mask, n, kernel, recurrent_kernel, weights, keep):
         """Runs `n` <= CHUNK steps.
@@ -238,11 +247,12 @@ class _Loops:
         Args: x (CHUNK, b, input_dim); h, c (b, u); mask
         (CHUNK, b, 1) bool or None; recurrent_kernel (u, 4u); weights, the
         tensors `LSTMCell.step` uses; keep, which per-step values to return, a
-        subset of ("h", "c", "z").
+        subset of ("h", "c", "z", "gates").
         Returns {"h": hs, "c": cs} (CHUNK, b, u), the states carried after each
         step (the previous ones at a masked step), "z" (CHUNK, b, 4u), the
-        projections the backward pass needs (`_backward_chunk`), for those in
-        `keep`, each with zeros from row n on; and h, c after step n.
+        projections the backward pass needs (`_backward_chunk`), and "gates"
+        (CHUNK, b, 6u) packed, for those in `keep`, each with zeros from row n
+        on; and h, c after step n.
         """
         units = self.cell.units
         recurrent_kernel.set_shape([units, 4 * units])  # see `call`
@@ -252,9 +262,9 @@ class _Loops:
         def body(t, h, c, arrays):
             m = None if mask is None else mask[t]
             wh = tf.matmul(h, recurrent_kernel)
-            h, c = _masked_step(self.cell, ux[t], wh, m, h, c, weights)
+            gates, h, c = _masked_step(self.cell, ux[t], wh, m, h, c, weights)
             values = {
-                "h": lambda: h, "c": lambda: c,
+                "gates": lambda: gates, "h": lambda: h, "c": lambda: c,
                 "z": lambda: ux[t] + wh if summed else wh,
             }  # fmt: skip
             arrays = {k: a.write(t, values[k]()) for k, a in arrays.items()}
@@ -874,7 +884,7 @@ def _uncompiled(
         ux_t = tf.matmul(x[t], kernel) if per_step else projected[t]
         m = None if mask is None else mask[t]
         wh_t = tf.matmul(h, recurrent_kernel)
-        h, c = _masked_step(cell, ux_t, wh_t, m, h, c, weights)
+        _, h, c = _masked_step(cell, ux_t, wh_t, m, h, c, weights)
         return t + 1, h, c, hs.write(t, h)
 
     _, h, c, hs = tf.while_loop(
@@ -983,3 +993,44 @@ def lstm_sequence(
     for a in (last_output, h_last, c_last):
         a.set_shape(inputs.shape[:1].concatenate([units]))
     return last_output, outputs, [h_last, c_last]
+
+
+def lstm_gates(
+    cell,
+    inputs: tf.Tensor,
+    h0: tf.Tensor,
+    c0: tf.Tensor,
+    kernel: tf.Tensor,
+    recurrent_kernel: tf.Tensor,
+    weights: dict,
+    mask: tf.Tensor | None = None,
+    go_backwards: bool = False,
+) -> tf.Tensor:
+    """The forward pass of `lstm_sequence`, with every gate of every step.
+
+    Returns:
+        (time, batch, 6*units) in processing order: `[i | f | o | g | c | h]`
+        (`keras_lstm.GATES`), what each step computed; at a masked step, c and h
+        are the states carried through, the gates what the step computed. One
+        tensor, so that it reaches NumPy in one copy.
+    """
+    return _loops_for(cell).packed_gates(
+        inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
+    )
+
+
+def _packed_gates(
+    loops, inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
+):
+    x, h0, c0, kernel, recurrent_kernel, weights, mask = _prepare(
+        inputs, h0, c0, kernel, recurrent_kernel, weights, mask, go_backwards
+    )
+    batch = _batch_size(inputs)
+    steps = tf.shape(x)[0]
+    gates = []
+    for x_c, h, c, m in _chains(batch, x, h0, c0, mask):
+        saved, _, _ = loops.run_chunks(
+            x_c, h, c, m, steps, kernel, recurrent_kernel, weights, ("gates",)
+        )
+        gates.append(_unchunked(saved["gates"], steps))
+    return tf.concat(gates, axis=1)[:, :batch]

@@ -308,7 +308,7 @@ def _keras_can_use_cudnn(layer, mask) -> bool:
     """
     cell = layer.cell
     backend = keras.backend.backend()
-    if cell.recurrent_dropout > 0 or cell.variant != "standard":
+    if cell.recurrent_dropout > 0 or getattr(cell, "variant", "standard") != "standard":
         return False
     if backend == "torch":
         # Keras's torch backend runs its own loop where cuDNN cannot, except
@@ -316,14 +316,25 @@ def _keras_can_use_cudnn(layer, mask) -> bool:
         return mask is None
     if backend == "jax" and mask is not None:
         return False
+    return cudnn_equations(layer) and cudnn_device()
+
+
+def cudnn_equations(layer) -> bool:
+    """Whether cuDNN can run the layer's loop: tanh and sigmoid, a bias, no
+    `unroll` (Keras 3.15's `cudnn_ok` on each backend)."""
+    cell = layer.cell
     tanh, sigmoid = _backend_functions("tanh"), _backend_functions("sigmoid")
-    if (
-        cell.activation not in tanh
-        or cell.recurrent_activation not in sigmoid
-        or layer.unroll
-        or not cell.use_bias
-    ):
-        return False
+    return (
+        cell.activation in tanh
+        and cell.recurrent_activation in sigmoid
+        and not layer.unroll
+        and cell.use_bias
+    )
+
+
+def cudnn_device() -> bool:
+    """Whether the backend has a GPU that cuDNN could run on."""
+    backend = keras.backend.backend()
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -332,6 +343,10 @@ def _keras_can_use_cudnn(layer, mask) -> bool:
         import jax
 
         return jax.default_backend() == "gpu"
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
     return False
 
 

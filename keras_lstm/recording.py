@@ -2,25 +2,26 @@
 
 Every LSTM layer Keras can hold is recorded the same way: a `keras_lstm.LSTM`,
 a `keras.layers.LSTM`, and a `keras.layers.RNN` of `keras_lstm.LSTMCell` or
-`keras.layers.LSTMCell` (alone or in a `StackedRNNCells`). The gates of a step
-are a function of the weights, x_t, h_{t-1} and c_{t-1}. So where the layer
-runs one cell, its own loop runs as it always does (our compiled loop, Keras's
-loop, cuDNN or PyTorch's kernel) and the gates follow from the h sequence it
-returns, without a second recurrent loop:
+`keras.layers.LSTMCell` (alone or in a `StackedRNNCells`), with no second
+recurrent loop beside the one that computes the layer's output.
+
+Where that loop is ours to run (Keras's loop over the cell, or the compiled loop
+of `_fast_tf` on TensorFlow), it keeps every gate of every step as it goes.
+Where it is a library's kernel (cuDNN), the kernel runs as it always does and
+the gates follow from the h sequence it returned, since a step's gates are a
+function of the weights, x_t, h_{t-1} and c_{t-1}:
 
     z_t = U x_t + W h_{t-1} + b          every step at once: two matmuls
     c_t = f_t * c_{t-1} + i_t * g_t      elementwise, over time (`_cell_states`)
-    i, f, g, o, c, h                     the cell's step, every step at once
+    i, f, g, o                           the cell's step, every step at once
 
-Where that cannot be done (a stack of cells, whose inner h sequences the
-loop does not return; dropout in training, whose masks the loop drew; an
-unrolled loop, see `_record`), the loop that computes the output keeps the
-gates as it goes (`_gate_loop`). `_record` is where the choice is made.
+`_record` makes the choice, in one place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from typing import Any, NamedTuple
 
 import keras
@@ -156,18 +157,30 @@ def recording_gates(layer):
 
 
 def _record(layer, cells, inner_loop, sequences, initial_state, mask, training):
-    """`inner_loop`'s result, and one `GateRecord` per cell."""
+    """`inner_loop`'s result, and one `GateRecord` per cell.
+
+    Which loop runs, and where the gates come from:
+
+        the layer's kernel is a library's (cuDNN)   that kernel; gates from h
+        one cell, TensorFlow, no per-step dropout   the compiled loop
+                                                    (`_fast_tf`), keeping them
+        otherwise (JAX, PyTorch, a stack of cells,  the cells' steps in
+          an unrolled loop, dropout in training)    `keras.ops.scan`, keeping them
+
+    Each keeps the gates of the one loop that computes the layer's output. Keras's
+    unrolled loop cannot give the h sequence: it zeroes the outputs of masked
+    steps by the mask in input order, also under go_backwards.
+    """
     if isinstance(mask, (list, tuple)):
         mask = mask[0]
-    stacked = isinstance(layer.cell, keras.layers.StackedRNNCells)
     # Copies: a stateful layer's h_0 and c_0 are its state variables, which
     # keras.layers.RNN assigns the final states after the loop.
     states = keras.tree.map_structure(ops.copy, initial_state)
-    dropout = training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in cells)
-    # Keras's unrolled loop zeroes the outputs of masked steps by the mask in
-    # input order, also under go_backwards: its h sequence cannot be trusted.
-    if stacked or dropout or layer.unroll:
+    route = _route(layer, cells, mask, training)
+    if route == "scan":
         return _gate_loop(layer, cells, sequences, states, mask, training)
+    if route == "compiled":
+        return _compiled_gate_loop(layer, cells[0], sequences, states, mask)
     # The whole h sequence, whatever the layer returns: every kernel keeps it.
     return_sequences = layer.return_sequences
     layer.return_sequences = True
@@ -180,6 +193,86 @@ def _record(layer, cells, inner_loop, sequences, initial_state, mask, training):
     outputs = ops.cast(result[1], x.dtype)  # (batch, time, units), reading order
     packed = _gates_from_outputs(_equations(cells[0]), x, outputs, h0, c0, mask)
     time_mask = None if mask is None else ops.transpose(mask)
+    return result, (GateRecord(packed, time_mask, (h0, c0)),)
+
+
+def _route(layer, cells, mask, training) -> str:
+    """ "library", "compiled" or "scan": see `_record`."""
+    from keras_lstm import layer as layer_module
+    from keras_lstm.layer import _fast_path_applies, _keras_can_use_cudnn
+
+    stacked = isinstance(layer.cell, keras.layers.StackedRNNCells)
+    if stacked or layer.unroll:
+        return "scan"
+    if training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in cells):
+        return "scan"
+    cell = cells[0]
+    if (
+        isinstance(cell, keras.layers.LSTMCell)
+        and getattr(layer, "use_cudnn", None) in ("auto", True)
+        and _keras_can_use_cudnn(layer, mask)
+        and layer_module.cudnn_equations(layer)
+        and layer_module.cudnn_device()
+    ):
+        return "library"
+    if _fast_path_applies(cell, layer.unroll, training):
+        return "compiled"
+    return "scan"
+
+
+def _twin(cell) -> LSTMCell:
+    """`cell` as a `keras_lstm.LSTMCell`: itself, or one with a Keras cell's
+    equations and no weights, for the compiled loop, which takes the weights
+    apart. One per Keras cell, made outside any graph being traced (a cell owns
+    a dropout seed variable)."""
+    if isinstance(cell, LSTMCell):
+        return cell
+    twin = _TWINS.get(cell)
+    if twin is None:
+        import tensorflow as tf
+
+        with tf.init_scope():
+            twin = _TWINS[cell] = LSTMCell(
+                cell.units,
+                activation=cell.activation,
+                recurrent_activation=cell.recurrent_activation,
+                use_bias=cell.use_bias,
+            )
+    return twin
+
+
+_TWINS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _compiled_gate_loop(layer, cell, sequences, states, mask):
+    """The layer's loop as `_fast_tf`'s compiled loop keeping every gate: what
+    `keras.layers.RNN` would compute, and the cell's `GateRecord`."""
+    import tensorflow as tf
+
+    from keras_lstm import _fast_tf
+
+    x, mask = _reading_order(layer, cell, sequences, mask)
+    h0, c0 = states
+    twin = _twin(cell)
+    weights = {"bias": cell.bias} if cell.use_bias else {}
+    if cell is twin:
+        weights = {name: getattr(cell, name) for name in cell.step_weight_names()}
+    # Tensors, not Keras variables: this may run inside a tf.function, where
+    # `lstm_gates` (itself a tf.function) cannot trace variables.
+    kernel, recurrent_kernel, weights = keras.tree.map_structure(
+        tf.convert_to_tensor, (cell.kernel, cell.recurrent_kernel, weights)
+    )
+    packed = _fast_tf.lstm_gates(
+        twin, x, h0, c0, kernel, recurrent_kernel, weights, mask=mask
+    )  # (time, batch, 6*units); c and h carried through masked steps
+    units = cell.units
+    outputs = tf.transpose(packed[..., 5 * units :], (1, 0, 2))
+    if mask is not None and layer.zero_output_for_mask:
+        outputs = tf.where(mask[..., None], outputs, tf.zeros_like(outputs))
+    h_last = packed[-1, :, 5 * units :]
+    c_last = packed[-1, :, 4 * units : 5 * units]
+    time_mask = None if mask is None else tf.transpose(mask)
+    result = (h_last, outputs, [h_last, c_last])
     return result, (GateRecord(packed, time_mask, (h0, c0)),)
 
 

@@ -295,3 +295,59 @@ def test_bidirectional_records_each_direction_where_keras_would_fuse(rng, monkey
     )
     assert_gates_equal(gates["bi/backward"], expected, np.ones((BATCH, TIME), bool))
     assert "_can_attempt_fused_lstm" not in vars(bi)
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_gates_from_the_h_sequence_of_a_library_kernel(go_backwards, rng, monkeypatch):
+    # Where cuDNN runs the layer, the gates come from the h sequence it returns.
+    # Without a GPU, Keras's own loop stands in for the kernel: the route is the
+    # same, and the h sequence is the layer's.
+    from keras_lstm import recording
+
+    monkeypatch.setattr(recording, "_route", lambda *args: "library")
+    layer = keras.layers.LSTM(UNITS, go_backwards=go_backwards, name="enc")
+    model = keras.Sequential([keras.Input((TIME, FEATURES)), layer])
+    randomize(model, rng)
+    x, mask = padded_sequences(rng)
+    gates = gate_activations(model, x, mask=mask)["enc"]
+    expected = reference_gates(
+        "standard", named_weights(layer.cell), x, mask, go_backwards
+    )
+    assert_gates_equal(gates, expected, mask)
+
+
+@pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
+def test_every_variant_from_the_h_sequence(variant, rng, monkeypatch):
+    from keras_lstm import recording
+
+    monkeypatch.setattr(recording, "_route", lambda *args: "library")
+    layer = keras_lstm.LSTM(UNITS, variant=variant, name="enc")
+    model = keras.Sequential([keras.Input((TIME, FEATURES)), layer])
+    randomize(model, rng)
+    x, mask = padded_sequences(rng)
+    gates = gate_activations(model, x, mask=mask)["enc"]
+    expected = reference_gates(variant, named_weights(layer.cell), x, mask)
+    assert_gates_equal(gates, expected, mask)
+
+
+def test_the_choice_of_route(monkeypatch):
+    from keras_lstm import recording
+
+    def route(layer, training=False, mask=None):
+        return recording._route(layer, recording.lstm_cells(layer), mask, training)
+
+    lstm = keras.layers.LSTM(UNITS)
+    stacked = keras.layers.RNN([keras.layers.LSTMCell(2), keras.layers.LSTMCell(2)])
+    loop = "compiled" if keras.backend.backend() == "tensorflow" else "scan"
+    assert route(lstm) == loop
+    assert route(keras_lstm.LSTM(UNITS, variant="peephole")) == loop
+    assert route(keras.layers.LSTM(UNITS, unroll=True)) == "scan"
+    assert route(stacked) == "scan"
+    assert route(keras.layers.LSTM(UNITS, dropout=0.5), training=True) == "scan"
+    # Where cuDNN can run (a GPU), the layer keeps its kernel.
+    monkeypatch.setattr(keras_lstm.layer, "cudnn_device", lambda: True)
+    assert route(lstm) == "library"
+    assert route(keras.layers.LSTM(UNITS, use_cudnn=False)) == loop
+    assert route(keras.layers.LSTM(UNITS, activation="relu")) == loop
+    # Ours never runs cuDNN: its own loop keeps the gates.
+    assert route(keras_lstm.LSTM(UNITS)) == loop
