@@ -3,6 +3,7 @@
     python train.py                                   # adding problem, length 50
     python train.py --task text --epochs 5            # character model of Python's docs
     python train.py --variant standard,cifg,no_forget_gate --epochs 4
+    python train.py --layer keras,keras_lstm          # beside keras.layers.LSTM
     python train.py --strategy mirrored --devices 2   # a batch split over 2 CPU devices
     python train.py --help                            # every option and its default
 
@@ -53,7 +54,7 @@ from keras_lstm.experiments.reporting import HPARAMS_METRICS  # noqa: E402
 
 # summary.csv keeps one set of columns, so sweeps of any task append to it: the
 # results every run reports to TensorBoard's HParams dashboard, and its best epoch.
-SUMMARY_COLUMNS = ["task", "variant", *HPARAMS_METRICS, "best_epoch"]
+SUMMARY_COLUMNS = ["task", "variant", "layer", *HPARAMS_METRICS, "best_epoch"]
 # The results reported beside a baseline: metric -> (its baseline in
 # metrics.json, whether lower is better).
 COMPARED = {
@@ -77,14 +78,19 @@ def main(argv: list[str] | None = None) -> int:
         task = tasks.task_for(config)
         experiment.check_model(config, task)
         if chief:
-            run_dirs = {v: experiment.plan_run_dir(config, v) for v in config.variants}
+            run_dirs = {
+                (layer, v): experiment.plan_run_dir(config, v, layer)
+                for layer, v in config.runs
+            }
             locks = experiment.open_runs(config, run_dirs, argv)
         else:
             # Another worker writes nothing in the log directory; it reads the
             # run it resumes, which the chief holds.
             run_dirs = {
-                v: experiment.plan_run_dir(config, v) if config.resume else None
-                for v in config.variants
+                (layer, v): experiment.plan_run_dir(config, v, layer)
+                if config.resume
+                else None
+                for layer, v in config.runs
             }
             locks = contextlib.nullcontext()
     except ArgumentError as error:
@@ -93,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with locks:
         try:
-            return run_variants(config, task, run_dirs, argv, strategy, chief)
+            return run_all(config, task, run_dirs, argv, strategy, chief)
         except distribute.LOST_WORKER_ERRORS as error:
             print(
                 "train.py: error: a worker of the cluster stopped answering ("
@@ -103,23 +109,30 @@ def main(argv: list[str] | None = None) -> int:
             return 1
 
 
-def run_variants(
+def run_all(
     config, task, run_dirs: dict, argv, strategy=None, chief: bool = True
 ) -> int:
-    """Runs each variant in its folder, reports, and returns the exit code.
+    """Runs each (layer, variant) in its folder, reports, and returns the exit code.
 
     A worker that is not the chief trains in step with it and reports nothing.
     """
     results, diverged = [], False
-    for variant, run_dir in run_dirs.items():
+    for (layer, variant), run_dir in run_dirs.items():
         where = run_dir if chief else "a temporary folder (the chief writes the run)"
-        print(f"\n== {task.name}, variant {variant}: {where}", flush=True)
+        print(f"\n== {task.name}, {layer} {variant}: {where}", flush=True)
         try:
             metrics = experiment.run(
-                config, task, variant, run_dir, argv, strategy=strategy, chief=chief
+                config,
+                task,
+                variant,
+                layer,
+                run_dir,
+                argv,
+                strategy=strategy,
+                chief=chief,
             )
         except experiment.NaNLossError as error:
-            # The other variants of a sweep still run; the exit code tells.
+            # The other runs of a sweep still run; the exit code tells.
             print(f"train.py: {where}: {error}", file=sys.stderr)
             diverged = True
             continue
@@ -186,7 +199,7 @@ def report(run_dir: str, metrics: dict, task) -> None:
 
 def summarize(logdir: str, results: list[tuple[str, dict]]) -> None:
     """Prints the runs side by side and appends them to <logdir>/summary.csv."""
-    columns = ["variant", "val_loss", "baseline_val_loss"]
+    columns = ["layer", "variant", "val_loss", "baseline_val_loss"]
     for extra in ("val_accuracy", "val_bits_per_char"):
         if extra in results[0][1]:
             columns.append(extra)
@@ -196,14 +209,30 @@ def summarize(logdir: str, results: list[tuple[str, dict]]) -> None:
         cells = [f"{_fmt(metrics.get(c)):>17}" for c in columns]
         print("  ".join(cells) + f"  {os.path.basename(run_dir)}")
     path = os.path.join(logdir, "summary.csv")
-    new = not os.path.exists(path)
-    with open(path, "a", newline="") as f:
-        writer = csv.writer(f)
-        if new:
-            writer.writerow(["run", *SUMMARY_COLUMNS])
-        for run_dir, metrics in results:
-            row = [metrics.get(c) for c in SUMMARY_COLUMNS]
-            writer.writerow([os.path.basename(run_dir), *row])
+    header = ["run", *SUMMARY_COLUMNS]
+    rows = [
+        {
+            "run": os.path.basename(run_dir),
+            **{c: metrics.get(c) for c in SUMMARY_COLUMNS},
+        }
+        for run_dir, metrics in results
+    ]
+    old, rewrite = [], not os.path.exists(path)
+    if not rewrite:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames != header:
+                # Written before a column was added: rewritten in today's
+                # columns, those it lacks left empty in its rows.
+                old, rewrite = list(reader), True
+    tmp = f"{path}.tmp"
+    with open(tmp if rewrite else path, "w" if rewrite else "a", newline="") as f:
+        writer = csv.DictWriter(f, header, restval="", extrasaction="ignore")
+        if rewrite:
+            writer.writeheader()
+        writer.writerows(old + rows)
+    if rewrite:
+        os.replace(tmp, path)
     print(f"Summary: {path}")
 
 

@@ -1,9 +1,11 @@
 """train.py end to end: every task, sweeps, runs, resume after kill -9, bad input."""
 
+import contextlib
 import csv
 import dataclasses
 import errno
 import fcntl
+import io
 import json
 import logging
 import math
@@ -308,7 +310,10 @@ def check_run(run_dir, args, epochs, stdout):
 
     model = keras.saving.load_model(run_dir / "best.keras")
     layers = lstm_layers(model)
-    assert all(isinstance(v, keras_lstm.LSTM) for v in layers.values())
+    if config["layer"] == "keras":
+        assert all(type(v) is keras.layers.LSTM for v in layers.values())
+    else:
+        assert all(isinstance(v, keras_lstm.LSTM) for v in layers.values())
     assert list(layers) == layer_names(config["layers"], config["bidirectional"])
     gates = load(run_dir / "gates")
     assert set(gates.Tags()[event_accumulator.TENSORS]) == expected_gate_tags(layers)
@@ -323,6 +328,7 @@ def check_run(run_dir, args, epochs, stdout):
     assert info.hparams["units"].number_value == 4
     assert info.hparams["task"].string_value == config["task"]
     assert info.hparams["variant"].string_value == config["variant"]
+    assert info.hparams["layer"].string_value == config["layer"]
     assert info.hparams["strategy"].string_value == config["strategy"] == "none"
     assert info.hparams["precision"].string_value == config["precision"] == "float32"
 
@@ -330,6 +336,7 @@ def check_run(run_dir, args, epochs, stdout):
     for key in ("task", "val_loss", "baseline_val_loss", "epochs_run", "wall_seconds"):
         assert key in metrics, key
     assert metrics["task"] == config["task"]
+    assert metrics["layer"] == config["layer"]
     assert metrics["epochs_run"] == epochs
     assert math.isfinite(metrics["val_loss"]) and metrics["val_loss"] >= 0
     assert metrics["wall_seconds"] >= 0
@@ -466,13 +473,14 @@ def test_hparams_dashboard_shows_task_and_variant_and_types_every_hparam(cli_run
     # The dashboard shows five hparams until the user picks others: the first
     # five of the backend's order once those marked `differs` are moved first.
     shown = [info["name"] for info in sorted(infos, key=lambda i: not i["differs"])]
-    assert {"task", "variant"} <= set(shown[:5]), shown
+    assert {"task", "variant", "layer"} <= set(shown[:5]), shown
     info = {i["name"]: i for i in infos}
-    for name in ("task", "variant", "strategy", "precision"):
+    for name in ("task", "variant", "layer", "strategy", "precision"):
         assert info[name]["type"] == "DATA_TYPE_STRING", info[name]
     # Every value a run of any command can record, not only this sweep's.
     assert set(info["task"]["domainDiscrete"]) == set(tasks.TASKS)
     assert set(info["variant"]["domainDiscrete"]) == set(keras_lstm.VARIANTS)
+    assert set(info["layer"]["domainDiscrete"]) == {"keras", "keras_lstm"}
     assert info["bidirectional"]["type"] == "DATA_TYPE_BOOL"
     assert info["bidirectional"]["domainDiscrete"] == [False, True]
     numbers = ("units", "layers", "batch_size", "seq_len", "seed")
@@ -483,6 +491,7 @@ def test_hparams_dashboard_shows_task_and_variant_and_types_every_hparam(cli_run
     assert set(info) == set(numbers) | {
         "task",
         "variant",
+        "layer",
         "strategy",
         "precision",
         "bidirectional",
@@ -499,6 +508,7 @@ def test_hparams_dashboard_shows_task_and_variant_and_types_every_hparam(cli_run
     assert set(values) == {"standard", "cifg"}
     for hparams in values.values():
         assert hparams["task"] == "adding" and hparams["bidirectional"] is False
+        assert hparams["layer"] == "keras_lstm"
         assert hparams["units"] == 4 and hparams["seq_len"] == 8
         assert hparams["lr"] == pytest.approx(3e-3)
 
@@ -524,11 +534,193 @@ def test_help_lists_every_option_with_its_default(capsys):
         assert f"(default: {shown})" in blocks[flag], blocks[flag]
     assert "(default: 50)" in blocks["--seq-len"]
     for flag in (
-        "--task --data --seq-len --units --layers --bidirectional --variant --dropout "
+        "--task --data --seq-len --units --layers --bidirectional --variant --layer "
+        "--dropout "
         "--recurrent-dropout --epochs --batch-size --lr --clipnorm --seed --logdir "
         "--run-name --resume --gate-freq"
     ).split():
         assert flag in blocks, flag
+
+
+# --- Keras's own layer beside keras_lstm's -----------------------------------
+
+LAYER_ARGS = ["--seq-len", 6, *TINY, "--probe-size", 4, "--epochs", 1]
+
+
+@pytest.fixture(scope="module")
+def layer_sweep(tmp_path_factory):
+    """`--layer keras,keras_lstm`: one run per layer, the same data and seed;
+    returns the log directory, the command and what it printed."""
+    logdir = tmp_path_factory.mktemp("layers")
+    argv = ["--logdir", logdir, *LAYER_ARGS, "--layer", "keras,keras_lstm"]
+    argv = [str(a) for a in [*argv, "--run-name", "cmp"]]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert _main(argv) == 0
+    return logdir, argv, out.getvalue()
+
+
+def first_epoch_loss(run_dir, folder):
+    (event, *_) = load(run_dir / folder).Tensors("epoch_loss")
+    return float(tensor_util.make_ndarray(event.tensor_proto))
+
+
+def test_keras_layer_trains_logs_its_gates_and_saves_keras_lstm(layer_sweep):
+    logdir, argv, out = layer_sweep
+    # One run per layer, named apart.
+    assert [p.name for p in run_dirs(logdir)] == ["cmp_keras", "cmp_keras_lstm"]
+    for layer in ("keras", "keras_lstm"):
+        run_dir = logdir / f"cmp_{layer}"
+        config = json.loads((run_dir / "config.json").read_text())
+        assert config["layer"] == layer and config["variant"] == "standard"
+        check_run(run_dir, argv, 1, out)
+    model = keras.saving.load_model(logdir / "cmp_keras" / "best.keras")
+    (layer,) = [v for v in model.layers if isinstance(v, keras.layers.RNN)]
+    assert type(layer) is keras.layers.LSTM and layer.name == "lstm"
+    assert not isinstance(layer, keras_lstm.LSTM)
+    tags = set(load(logdir / "cmp_keras" / "gates").Tags()[event_accumulator.TENSORS])
+    assert {"lstm/gates", "lstm/input_gate/activations"} <= tags
+    assert tags == expected_gate_tags(["lstm"])
+    with open(logdir / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {row["layer"]: row["run"] for row in rows} == {
+        "keras": "cmp_keras",
+        "keras_lstm": "cmp_keras_lstm",
+    }
+
+
+def test_keras_layer_and_keras_lstm_start_from_the_same_weights(layer_sweep):
+    logdir, _, _ = layer_sweep
+    # keras_lstm.LSTM creates its weights as keras.layers.LSTM does, in the same
+    # order from the same seed: the same model, whose loop differs.
+    for folder in ("train", "validation"):
+        ours = first_epoch_loss(logdir / "cmp_keras_lstm", folder)
+        theirs = first_epoch_loss(logdir / "cmp_keras", folder)
+        assert ours == pytest.approx(theirs, rel=1e-4), folder
+
+
+def test_hparams_dashboard_puts_the_layers_side_by_side(layer_sweep):
+    logdir, _, _ = layer_sweep
+    client = tensorboard_client(logdir, hparams_plugin.HParamsPlugin)
+    response = client.post(
+        "/data/plugin/hparams/experiment", json={"experimentName": ""}
+    )
+    assert response.status_code == 200
+    infos = json.loads(response.get_data())["hparamInfos"]
+    shown = [info["name"] for info in sorted(infos, key=lambda i: not i["differs"])]
+    assert "layer" in shown[:5], shown
+    (info,) = [i for i in infos if i["name"] == "layer"]
+    assert info["type"] == "DATA_TYPE_STRING"
+    assert set(info["domainDiscrete"]) == {"keras", "keras_lstm"}
+    request = {"experimentName": "", "startIndex": 0, "sliceSize": 10}
+    request["allowedStatuses"] = ["STATUS_UNKNOWN", "STATUS_SUCCESS"]
+    response = client.post("/data/plugin/hparams/session_groups", json=request)
+    groups = json.loads(response.get_data())["sessionGroups"]
+    assert sorted(g["hparams"]["layer"] for g in groups) == ["keras", "keras_lstm"]
+    assert {g["hparams"]["variant"] for g in groups} == {"standard"}
+
+
+def test_keras_layer_model_loads_without_keras_lstm(layer_sweep):
+    logdir, _, _ = layer_sweep
+    code = "\n".join(
+        [
+            "import sys",
+            "import keras",
+            "model = keras.saving.load_model(sys.argv[1])",
+            "print(type(model.get_layer('lstm')).__module__.split('.')[0])",
+            "print('keras_lstm' in sys.modules)",
+        ]
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(logdir / "cmp_keras" / "best.keras")],
+        cwd="/",
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["keras", "False"]
+
+
+def test_resume_keeps_the_layer_of_the_run(layer_sweep, tmp_path, capsys):
+    logdir, _, _ = layer_sweep
+    shutil.copytree(logdir / "cmp_keras", tmp_path / "r")
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    config["logdir"] = str(tmp_path)
+    (tmp_path / "r" / "config.json").write_text(json.dumps(config))
+    args = ["--logdir", tmp_path, *LAYER_ARGS, "--run-name", "r", "--resume"]
+    before = snapshot(tmp_path)
+    assert _main(args) == 2  # the run is Keras's layer; --layer says keras_lstm
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "--resume" in lines[0] and "--layer 'keras_lstm'" in lines[0], lines[0]
+    assert "'keras'" in lines[0]
+    assert snapshot(tmp_path) == before
+
+    assert _main([*args, "--layer", "keras", "--epochs", 2]) == 0
+    assert "Epoch 2/2" in capsys.readouterr().out
+    model = keras.saving.load_model(tmp_path / "r" / "resume" / "epoch-2.keras")
+    assert type(model.get_layer("lstm")) is keras.layers.LSTM
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["layer"] == "keras"
+
+
+def test_default_run_names_of_a_layer_sweep_differ(tmp_path):
+    config = train.config_lib.from_args(
+        ["--logdir", str(tmp_path), "--layer", "keras,keras_lstm"]
+    )
+    names = [
+        os.path.basename(experiment.plan_run_dir(config, variant, layer))
+        for layer, variant in config.runs
+    ]
+    assert len(set(names)) == 2, names
+    assert "_keras_" in names[0] and "_keras_" not in names[1], names
+    assert not list(tmp_path.iterdir())
+
+
+def test_summary_written_before_the_layer_column_gets_it(tmp_path, capsys):
+    before = ["task", "variant", *train.HPARAMS_METRICS, "best_epoch"]
+    with open(tmp_path / "summary.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", *before])
+        writer.writerow(["old", "adding", "cifg", 0.5, *[""] * 7, 3])
+    metrics = {"task": "copy", "variant": "standard", "layer": "keras"}
+    metrics |= {"val_loss": 0.25, "baseline_val_loss": 0.5, "best_epoch": 1}
+    train.summarize(str(tmp_path), [(str(tmp_path / "new"), metrics)])
+    train.summarize(str(tmp_path), [(str(tmp_path / "newer"), metrics)])
+    with open(tmp_path / "summary.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert reader.fieldnames == ["run", *train.SUMMARY_COLUMNS]
+        rows = list(reader)
+    assert [(r["run"], r["variant"], r["layer"]) for r in rows] == [
+        ("old", "cifg", ""),
+        ("new", "standard", "keras"),
+        ("newer", "standard", "keras"),
+    ]
+    assert rows[0]["val_loss"] == "0.5" and rows[0]["best_epoch"] == "3"
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--layer", "keras", "--variant", "cifg"],
+        ["--layer", "keras", "--variant", "standard,cifg"],
+        ["--layer", "keras,keras_lstm", "--variant", "standard,peephole"],
+    ],
+)
+def test_keras_layer_with_a_variant_exits_2_and_touches_nothing(
+    tmp_path, capsys, options
+):
+    logs = make_history(tmp_path / "logs")
+    before = snapshot(logs)
+    assert _main(["--logdir", logs, *TINY, "--epochs", 1, *options]) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert "--layer" in lines[0] and "--variant" in lines[0], lines[0]
+    assert snapshot(logs) == before
 
 
 # --- resume -------------------------------------------------------------------
@@ -806,7 +998,9 @@ def test_resume_continues_a_run_whose_resume_folder_has_the_old_name(
     before = snapshot(run_dir)
     config = train.config_lib.from_args(argv)
     task = tasks.task_for(config)
-    metrics = experiment.run(config, task, "standard", str(run_dir), argv, chief=False)
+    metrics = experiment.run(
+        config, task, "standard", "keras_lstm", str(run_dir), argv, chief=False
+    )
     assert metrics["epochs_run"] == 2
     assert metrics["val_loss"] == pytest.approx(results["resumed"]["val_loss"], 1e-5)
     assert snapshot(run_dir) == before
@@ -866,6 +1060,8 @@ BAD = {
     "unknown task": (["--task", "nope"], "--task"),
     "unknown variant": (["--variant", "nope"], "--variant"),
     "unknown variant in a list": (["--variant", "standard,nope"], "--variant"),
+    "unknown layer": (["--layer", "torch"], "--layer"),
+    "layer twice": (["--layer", "keras,keras"], "--layer"),
     "units 0": (["--units", "0"], "--units"),
     "units abc": (["--units", "abc"], "--units"),
     "epochs -1": (["--epochs", "-1"], "--epochs"),

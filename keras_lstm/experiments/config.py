@@ -13,6 +13,9 @@ SEQ_LEN = 50  # the default --seq-len of the tasks that take one
 # See keras_lstm.experiments.distribute.
 STRATEGIES = ("none", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+# The LSTM a run trains: ours, or Keras's own to compare against (whose gates
+# are logged the same way; it has the standard variant only).
+LAYERS = ("keras_lstm", "keras")
 
 
 def _field(default, help, shown=None):
@@ -46,6 +49,12 @@ class TrainConfig:
         "standard",
         "LSTM variant, or a comma-separated list for one run per variant "
         f"(same data and seed): {', '.join(VARIANTS)}",
+    )
+    layer: str = _field(
+        "keras_lstm",
+        "LSTM layer: keras_lstm (keras_lstm.LSTM), keras (keras.layers.LSTM, to "
+        "compare against; standard variant only), or a comma-separated list for "
+        "one run per layer",
     )
     dropout: float = _field(0.0, "dropout of the LSTM inputs, in [0, 1)")
     recurrent_dropout: float = _field(0.0, "dropout of h_{t-1}, in [0, 1)")
@@ -90,7 +99,16 @@ class TrainConfig:
 
     @property
     def variants(self) -> list[str]:
-        return [v.strip() for v in self.variant.split(",")]
+        return _listed(self.variant)
+
+    @property
+    def runs(self) -> list[tuple[str, str]]:
+        """`(layer, variant)` of each run of this command, in the order listed."""
+        return [(layer, v) for layer in _listed(self.layer) for v in self.variants]
+
+
+def _listed(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",")]
 
 
 def _invalid(field, expected, value):
@@ -106,11 +124,19 @@ def validate(config: TrainConfig) -> None:
     folder can be created or continued (logdir, run_name, resume) and whether
     the model fits the task (bidirectional) in `experiment`.
     """
-    for variant in config.variants:
-        if variant not in VARIANTS:
-            raise _invalid("variant", f"names from {', '.join(VARIANTS)}", variant)
-    if len(set(config.variants)) != len(config.variants):
-        raise _invalid("variant", "each variant at most once", config.variant)
+    for name, choices in (("variant", VARIANTS), ("layer", LAYERS)):
+        values = _listed(getattr(config, name))
+        for value in values:
+            if value not in choices:
+                raise _invalid(name, f"names from {', '.join(choices)}", value)
+        if len(set(values)) != len(values):
+            raise _invalid(name, f"each {name} at most once", getattr(config, name))
+    if "keras" in _listed(config.layer) and config.variants != ["standard"]:
+        raise ArgumentError(
+            "layer",
+            "keras_lstm for a variant other than standard (keras.layers.LSTM has none)",
+            f"{config.layer!r} with --variant {config.variant}",
+        )
     for name, choices in (("strategy", STRATEGIES), ("precision", PRECISIONS)):
         if getattr(config, name) not in choices:
             raise _invalid(name, f"one of {', '.join(choices)}", getattr(config, name))

@@ -28,7 +28,7 @@ from keras_lstm import (
     GateTensorBoard,
     bits_per_char,
 )
-from keras_lstm.experiments.config import PRECISIONS, STRATEGIES, TrainConfig
+from keras_lstm.experiments.config import LAYERS, PRECISIONS, STRATEGIES, TrainConfig
 from keras_lstm.experiments.reporting import (
     TextSamples,
     write_final_metrics,
@@ -111,21 +111,24 @@ def layer_name(kind: str, k: int) -> str:
     return kind if k == 1 else f"{kind}_{k}"
 
 
-def build_model(config: TrainConfig, task: Task, variant: str) -> keras.Model:
-    """keras_lstm layers, stacked (and bidirectional if asked), then a Dense head.
+def build_model(
+    config: TrainConfig, task: Task, variant: str, layer: str = "keras_lstm"
+) -> keras.Model:
+    """LSTM layers, stacked (and bidirectional if asked), then a Dense head.
 
-    The layers are named `lstm`, `lstm_2`, ... or, bidirectional, `bidirectional`,
-    `bidirectional_2`, ... (see `layer_name`); a resumed run keeps them. The
-    LSTM layers compute in `config.precision`, the head in float32 (Keras's
-    advice for mixed precision: a float16 softmax or loss loses precision).
-    Under a distribution strategy, call this inside `strategy.scope()`.
+    `layer` picks the LSTM: "keras_lstm" (`keras_lstm.LSTM` of `variant`) or
+    "keras" (`keras.layers.LSTM`, whose variant is standard), given the same
+    options. The layers are named `lstm`, `lstm_2`, ... or, bidirectional,
+    `bidirectional`, `bidirectional_2`, ... (see `layer_name`); a resumed run
+    keeps them. The LSTM layers compute in `config.precision`, the head in
+    float32 (Keras's advice for mixed precision: a float16 softmax or loss
+    loses precision). Under a distribution strategy, call this inside
+    `strategy.scope()`.
     """
     inputs = keras.Input(task.x_train.shape[1:], name="sequences")
     x = inputs
     for k in range(1, config.layers + 1):
-        lstm = LSTM(
-            config.units,
-            variant=variant,
+        options = dict(
             dropout=config.dropout,
             recurrent_dropout=config.recurrent_dropout,
             seed=config.seed + k - 1,
@@ -133,6 +136,10 @@ def build_model(config: TrainConfig, task: Task, variant: str) -> keras.Model:
             name=layer_name("lstm", k),
             dtype=config.precision,
         )
+        if layer == "keras":
+            lstm = keras.layers.LSTM(config.units, **options)
+        else:
+            lstm = LSTM(config.units, variant=variant, **options)
         if config.bidirectional:
             lstm = keras.layers.Bidirectional(
                 lstm, name=layer_name("bidirectional", k), dtype=config.precision
@@ -167,10 +174,11 @@ def check_model(config: TrainConfig, task: Task) -> None:
         )
 
 
-def default_run_name(config: TrainConfig, variant: str) -> str:
+def default_run_name(config: TrainConfig, variant: str, layer: str) -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    lstm = f"keras_{variant}" if layer == "keras" else variant
     shape = f"u{config.units}x{config.layers}" + ("bi" if config.bidirectional else "")
-    return f"{stamp}_{config.task}_{variant}_{shape}_s{config.seed}"
+    return f"{stamp}_{config.task}_{lstm}_{shape}_s{config.seed}"
 
 
 def _repeatable(config: dict) -> dict:
@@ -215,17 +223,20 @@ def _check_same_run(run_dir: str, run_config: dict) -> None:
         )
 
 
-def plan_run_dir(config: TrainConfig, variant: str) -> str:
-    """The folder of this variant's run: new, or the one to resume.
+def plan_run_dir(config: TrainConfig, variant: str, layer: str) -> str:
+    """The folder of the run of this variant and layer: new, or the one to resume.
 
     Raises an ArgumentError, creating nothing, when the named run exists and
     `--resume` is not given, or when there is nothing to resume.
     """
-    run_config = run_record(config, variant, argv=None)
+    run_config = run_record(config, variant, layer, argv=None)
     if config.run_name is not None:
+        # In a sweep, <run-name>_<what the runs differ in>.
         name = config.run_name
-        if len(config.variants) > 1:
+        if len({v for _, v in config.runs}) > 1:
             name = f"{name}_{variant}"
+        if len({lstm for lstm, _ in config.runs}) > 1:
+            name = f"{name}_{layer}"
         run_dir = os.path.join(config.logdir, name)
         if config.resume:
             if not os.path.isfile(os.path.join(run_dir, "config.json")):
@@ -258,7 +269,7 @@ def plan_run_dir(config: TrainConfig, variant: str) -> str:
                 "none there",
             )
         return os.path.join(config.logdir, max(candidates)[1])
-    base = os.path.join(config.logdir, default_run_name(config, variant))
+    base = os.path.join(config.logdir, default_run_name(config, variant, layer))
     run_dir, n = base, 1
     while os.path.exists(run_dir):
         n += 1
@@ -266,15 +277,16 @@ def plan_run_dir(config: TrainConfig, variant: str) -> str:
     return run_dir
 
 
-def run_record(config: TrainConfig, variant: str, argv) -> dict:
+def run_record(config: TrainConfig, variant: str, layer: str, argv) -> dict:
     record = dataclasses.asdict(config)
     record["variant"] = variant
+    record["layer"] = layer
     record["argv"] = argv
     return record
 
 
 def open_runs(
-    config: TrainConfig, run_dirs: dict[str, str], argv
+    config: TrainConfig, run_dirs: dict[tuple[str, str], str], argv
 ) -> contextlib.ExitStack:
     """Creates (with --resume: reopens) each run folder and locks it; the last
     check of a command, and its first write.
@@ -298,14 +310,14 @@ def open_runs(
     locks = contextlib.ExitStack()
     undo = contextlib.ExitStack()  # what this call wrote, last first
     try:
-        for variant, run_dir in run_dirs.items():
+        for (layer, variant), run_dir in run_dirs.items():
             if not config.resume:
                 _make_run_dir(run_dir, undo)
             fd = _lock(run_dir, argument, undo)
             locks.callback(os.close, fd)
             if not config.resume:
                 path = os.path.join(run_dir, "config.json")
-                _write_json(run_record(config, variant, argv), path)
+                _write_json(run_record(config, variant, layer, argv), path)
                 undo.callback(os.remove, path)
     except (OSError, WriteError) as error:
         locks.close()
@@ -543,12 +555,14 @@ def run(
     config: TrainConfig,
     task: Task,
     variant: str,
+    layer: str,
     run_dir: str | None,
     argv,
     strategy=None,
     chief: bool = True,
 ) -> dict:
-    """Trains one variant in `run_dir` and returns its metrics.
+    """Trains one variant of one layer (see `build_model`) in `run_dir` and
+    returns its metrics.
 
     `run_dir` is new (made by `open_runs`, with its config.json) or, with
     `config.resume`, a run to continue. The model is built (or loaded) inside
@@ -560,10 +574,10 @@ def run(
     _check_crash_at()
     try:
         if chief:
-            return _run(config, task, variant, run_dir, run_dir, strategy)
+            return _run(config, task, variant, layer, run_dir, run_dir, strategy)
         out_dir = tempfile.mkdtemp(prefix="keras_lstm_worker_")
         try:
-            return _run(config, task, variant, run_dir, out_dir, strategy)
+            return _run(config, task, variant, layer, run_dir, out_dir, strategy)
         finally:
             shutil.rmtree(out_dir, ignore_errors=True)
     except WriteError as error:
@@ -577,7 +591,7 @@ def run(
         raise SystemExit(2) from None
 
 
-def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
+def _run(config, task, variant, layer, run_dir, out_dir, strategy) -> dict:
     """`run`, reading the run to resume from `run_dir`, writing to `out_dir`."""
     if run_dir is None:
         run_dir = out_dir
@@ -604,7 +618,7 @@ def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
             _recover(run_dir, state)
         if state["epoch"] >= config.epochs:
             # Killed after its last epoch: only the final metrics are missing.
-            return _finish(config, task, variant, state, out_dir)
+            return _finish(config, task, variant, layer, state, out_dir)
         # A new seed per resumption, so that resumed epochs get their own order.
         keras.utils.set_random_seed(config.seed + state["epoch"])
         with _scope(strategy):
@@ -615,10 +629,10 @@ def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
         state = {"epoch": 0}
         keras.utils.set_random_seed(config.seed)
         with _scope(strategy):
-            model = build_model(config, task, variant)
+            model = build_model(config, task, variant, layer)
         write_hparams(
             out_dir,
-            hparams(config, variant, task),
+            hparams(config, variant, layer, task),
             trial_id=os.path.basename(run_dir),
             choices=HPARAM_CHOICES,
             shown=HPARAMS_SHOWN,
@@ -673,12 +687,12 @@ def _run(config, task, variant, run_dir, out_dir, strategy) -> dict:
             f"stopped ({kept})"
         )
     _crash_at("last_epoch")
-    return _finish(config, task, variant, state, out_dir)
+    return _finish(config, task, variant, layer, state, out_dir)
 
 
-def _finish(config, task, variant, state, out_dir) -> dict:
+def _finish(config, task, variant, layer, state, out_dir) -> dict:
     """Writes the final metrics of a run whose last epoch is committed."""
-    metrics = final_metrics(config, task, variant, state)
+    metrics = final_metrics(config, task, variant, layer, state)
     write_final_metrics(out_dir, metrics, step=state["epoch"])
     _crash_at("final_metrics")
     _write_json(metrics, os.path.join(out_dir, "metrics.json"), crash="metrics_write")
@@ -694,18 +708,20 @@ def _scope(strategy):
 HPARAM_CHOICES = {
     "task": TASKS,
     "variant": VARIANTS,
+    "layer": LAYERS,
     "strategy": STRATEGIES,
     "precision": PRECISIONS,
 }
 # Shown first in the HParams dashboard: what tells the runs of a sweep, or of
 # a log directory, apart.
-HPARAMS_SHOWN = ("task", "variant")
+HPARAMS_SHOWN = ("task", "variant", "layer")
 
 
-def hparams(config: TrainConfig, variant: str, task: Task) -> dict:
+def hparams(config: TrainConfig, variant: str, layer: str, task: Task) -> dict:
     return {
         "task": config.task,
         "variant": variant,
+        "layer": layer,
         "units": config.units,
         "layers": config.layers,
         "bidirectional": config.bidirectional,
@@ -722,12 +738,15 @@ def hparams(config: TrainConfig, variant: str, task: Task) -> dict:
     }
 
 
-def final_metrics(config: TrainConfig, task: Task, variant: str, state: dict) -> dict:
+def final_metrics(
+    config: TrainConfig, task: Task, variant: str, layer: str, state: dict
+) -> dict:
     """The best epoch's validation metrics beside the task's trivial baseline."""
     best = state.get("best_logs", {})
     metrics = {
         "task": config.task,
         "variant": variant,
+        "layer": layer,
         "val_loss": best.get("val_loss"),
         "baseline_val_loss": task.baseline["val_loss"],
         "best_epoch": state.get("best_epoch"),
