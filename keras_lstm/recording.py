@@ -28,7 +28,7 @@ import keras
 from keras import ops
 
 from keras_lstm import _checks
-from keras_lstm.cell import LSTMCell, pack_gates
+from keras_lstm.cell import LSTMCell, _dropped_matmul, pack_gates
 
 
 class GateRecord(NamedTuple):
@@ -176,6 +176,12 @@ def _record(layer, cells, inner_loop, sequences, initial_state, mask, training):
     # Copies: a stateful layer's h_0 and c_0 are its state variables, which
     # keras.layers.RNN assigns the final states after the loop.
     states = keras.tree.map_structure(ops.copy, initial_state)
+    features, expected = sequences.shape[-1], cells[0].kernel.shape[0]
+    if features is not None and features != expected:
+        raise ValueError(
+            f"Received inputs with {features} features at each step for layer "
+            f"'{layer.name}': expected {expected}, as its kernel was built for"
+        )
     route = _route(layer, cells, mask, training)
     if route == "scan":
         return _gate_loop(layer, cells, sequences, states, mask, training)
@@ -405,24 +411,36 @@ def _gate_loop(layer, cells, sequences, states, mask, training):
     stacked = isinstance(layer.cell, keras.layers.StackedRNNCells)
     states = states if stacked else [states]  # [h_0, c_0] per cell
     xs = ops.transpose(x, (1, 0, 2))  # (time, batch, features)
+    first = cells[0]
+    # U x_t of the first cell for every step in one matmul, where no dropout
+    # mask is drawn per step.
+    hoisted = not (training and first.dropout > 0)
+    if hoisted:
+        xs = ops.matmul(xs, first.kernel)  # (time, batch, 4*units)
     keep = None if mask is None else ops.transpose(mask)[..., None]
     widths = [6 * cell.units for cell in cells]
 
+    # The carry is the previous step's packed values, so that `keras.ops.scan`
+    # returns the same structure it carries (its TensorFlow version needs that).
     def step(previous, inputs):
         x_t, keep_t = inputs if keep is not None else (inputs, None)
         packed = []
-        for cell, carry in zip(cells, _split(previous, widths), strict=True):
+        pairs = zip(cells, _split(previous, widths), strict=True)
+        for k, (cell, carry) in enumerate(pairs):
             units = cell.units
             c_prev = carry[:, 4 * units : 5 * units]
             h_prev = carry[:, 5 * units :]
-            u_x, w_h = _projections(cell, x_t, h_prev, training)
+            if k == 0 and hoisted:
+                u_x, w_h = x_t, _projections(cell, None, h_prev, training)[1]
+            else:
+                u_x, w_h = _projections(cell, x_t, h_prev, training)
             i, f, g, o, c, h = _equations(cell).step(u_x, w_h, c_prev)
             if keep_t is not None:
                 c = ops.where(keep_t, c, c_prev)
                 h = ops.where(keep_t, h, h_prev)
             packed.append(pack_gates(i, f, g, o, c, h))
             x_t = h  # the next cell of a stack reads this one's h_t
-        packed = ops.concatenate(packed, axis=-1)
+        packed = packed[0] if len(packed) == 1 else ops.concatenate(packed, axis=-1)
         return packed, packed
 
     start = []
@@ -460,11 +478,16 @@ def _split(a, widths):
 
 
 def _projections(cell, x_t, h_prev, training):
-    """U x_t and W h_{t-1}, with the dropout masks the layer drew, if training."""
-    if isinstance(cell, LSTMCell):
-        return cell.projections(x_t, h_prev, training=training)
-    if training and cell.dropout > 0:
-        x_t = x_t * cell.get_dropout_mask(x_t)
+    """U x_t (None if x_t is) and W h_{t-1}, with the dropout masks the layer
+    drew, if training."""
+    h_mask = None
     if training and cell.recurrent_dropout > 0:
-        h_prev = h_prev * cell.get_recurrent_dropout_mask(h_prev)
-    return ops.matmul(x_t, cell.kernel), ops.matmul(h_prev, cell.recurrent_kernel)
+        h_mask = cell.get_recurrent_dropout_mask(h_prev)
+    if isinstance(cell, LSTMCell):
+        if x_t is not None:
+            return cell.projections(x_t, h_prev, training=training)
+        return None, _dropped_matmul(h_prev, cell.recurrent_kernel, h_mask)
+    if x_t is not None and training and cell.dropout > 0:
+        x_t = x_t * cell.get_dropout_mask(x_t)
+    u_x = None if x_t is None else ops.matmul(x_t, cell.kernel)
+    return u_x, _dropped_matmul(h_prev, cell.recurrent_kernel, h_mask)
