@@ -1,0 +1,133 @@
+"""What seeing the gates costs: `gate_activations` against the model's own `predict`.
+
+Model: LSTM(128) -> Dense(1) on batches of 64 sequences of 100 steps of 32
+features, for `keras_lstm.LSTM` and for `keras.layers.LSTM`, on each Keras
+backend installed (TensorFlow, JAX, PyTorch), each backend in a fresh process
+of its own. After a warm-up call of each, `model.predict(x, batch_size=64)` and
+`gate_activations(model, x, batch_size=64)` on the same 256 sequences alternate
+`--repeats` times; the table shows the medians and their ratio, measured side
+by side in one process (machines are noisy; only the ratio means something).
+
+    python benchmarks/gates_cost.py               # every installed backend
+    python benchmarks/gates_cost.py --backends jax --repeats 7
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+BATCH, TIME, FEATURES, UNITS, BATCHES = 64, 100, 32, 128, 4
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def cpu_description():
+    """The CPU's model name, core count and the vector flags that matter here."""
+    name, flags = "unknown CPU", []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and name == "unknown CPU":
+                    name = line.split(":", 1)[1].strip()
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    break
+    except OSError:
+        pass
+    wanted = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
+    shown = " ".join(flag for flag in wanted if flag in flags) or "unknown"
+    return f"{name}, {os.cpu_count()} cores, flags: {shown}"
+
+
+def child(repeats):
+    """Runs in a fresh process with KERAS_BACKEND set; prints JSON medians."""
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    import keras
+    import numpy as np
+
+    import keras_lstm
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(BATCH * BATCHES, TIME, FEATURES)).astype("float32")
+    layers = {
+        "keras_lstm.LSTM": keras_lstm.LSTM,
+        "keras.layers.LSTM": keras.layers.LSTM,
+    }
+    models = {}
+    for name, layer in layers.items():
+        keras.utils.set_random_seed(0)
+        models[name] = keras.Sequential(
+            [keras.Input((TIME, FEATURES)), layer(UNITS), keras.layers.Dense(1)]
+        )
+
+    def predict(model):
+        model.predict(x, batch_size=BATCH, verbose=0)
+
+    def gates(model):
+        keras_lstm.gate_activations(model, x, batch_size=BATCH)
+
+    times = {(name, what): [] for name in models for what in ("predict", "gates")}
+    for model in models.values():  # warm-up: tracing and compilation
+        predict(model)
+        gates(model)
+    for _ in range(repeats):
+        for name, model in models.items():
+            for what, run in (("predict", predict), ("gates", gates)):
+                start = time.perf_counter()
+                run(model)
+                times[name, what].append(time.perf_counter() - start)
+    result = {
+        f"{name}|{what}": statistics.median(values)
+        for (name, what), values in times.items()
+    }
+    print(json.dumps(result))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--backends", default=",".join(BACKENDS))
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.repeats)
+        return
+    print(cpu_description())
+    print(
+        f"batch {BATCH}, {TIME} steps, {FEATURES} features, {UNITS} units, "
+        f"{BATCHES} batches; medians of {args.repeats} alternations, seconds"
+    )
+    print()
+    print("| backend | layer | predict | gate_activations | ratio |")
+    print("|---|---|---|---|---|")
+    for backend in args.backends.split(","):
+        module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
+        if importlib.util.find_spec(module) is None:
+            print(f"| {backend} | not installed | | | |")
+            continue
+        env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
+        run = subprocess.run(
+            [sys.executable, __file__, "--child", "--repeats", str(args.repeats)],
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if run.returncode != 0:
+            last = (run.stderr.strip().splitlines() or ["no output"])[-1]
+            print(f"| {backend} | failed: {last} | | | |")
+            continue
+        result = json.loads(run.stdout.strip().splitlines()[-1])
+        for name in ("keras_lstm.LSTM", "keras.layers.LSTM"):
+            predict, gates = result[f"{name}|predict"], result[f"{name}|gates"]
+            print(
+                f"| {backend} | {name} | {predict:.3f} | {gates:.3f} | "
+                f"{gates / predict:.2f}x |"
+            )
+
+
+if __name__ == "__main__":
+    main()
