@@ -26,7 +26,8 @@ def _import_quietly():
     """Imports keras_lstm with TensorFlow's start-up lines kept off stderr.
 
     TensorFlow writes them to file descriptor 2 while it loads, whatever
-    TF_CPP_MIN_LOG_LEVEL says; a bad command must print one line only.
+    TF_CPP_MIN_LOG_LEVEL says; a bad command must print one line only. (Not
+    `keras_lstm._quiet`: importing it would import keras_lstm, and TensorFlow.)
     """
     stderr = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)

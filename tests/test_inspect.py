@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.util import tensor_util
+from test_callbacks import expected_tags, load, tags_by_plugin
+from test_train import snapshot
 
 import keras_lstm
 from keras_lstm.inspect import main
@@ -19,7 +21,6 @@ from keras_lstm.tensorboard.summary import decode_gates
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES, TIME, FEATURES, UNITS = 5, 6, 3, 4
-SIGMOID_GATES = ("input_gate", "forget_gate", "output_gate")
 LAYERS = ["lower", "bi/forward", "bi/backward"]
 
 # Saved in a process that never imports keras_lstm: a stock Keras model, as a
@@ -49,44 +50,6 @@ TENSORFLOW_IMPORT_LINE = re.compile(
     r"|WARNING: All log messages before absl::InitializeLog\(\)"
     r"|To enable the following instructions:)"
 )
-
-
-def expected_tags(layers):
-    """The tags each layer must get, by the TensorBoard plugin that shows them."""
-    histograms, scalars, images = set(), set(), set()
-    dashboard = {"labels"}  # the LSTM gates dashboard's data
-    for layer in layers:
-        dashboard |= {f"{layer}/gates", f"{layer}/mask"}
-        for gate in keras_lstm.GATES:
-            histograms.add(f"{layer}/{gate}/activations")
-            scalars.add(f"{layer}/{gate}/mean")
-            images.add(f"{layer}/{gate}/heatmap")
-        for gate in SIGMOID_GATES:
-            scalars.add(f"{layer}/{gate}/left_saturated")
-            scalars.add(f"{layer}/{gate}/right_saturated")
-            images.add(f"{layer}/{gate}/saturation")
-    return {
-        "histograms": histograms,
-        "scalars": scalars,
-        "images": images,
-        "lstm_gates": dashboard,
-    }
-
-
-def load(logdir):
-    accumulator = event_accumulator.EventAccumulator(
-        str(logdir), size_guidance={event_accumulator.TENSORS: 0}
-    )
-    accumulator.Reload()
-    return accumulator
-
-
-def tags_by_plugin(accumulator):
-    found = {}
-    for tag in accumulator.Tags()[event_accumulator.TENSORS]:
-        plugin = accumulator.SummaryMetadata(tag).plugin_data.plugin_name
-        found.setdefault(plugin, set()).add(tag)
-    return found
 
 
 def stored(accumulator, tag):
@@ -133,17 +96,6 @@ def own_stderr_lines(stderr):
     own = [k for k, line in enumerate(lines) if not TENSORFLOW_IMPORT_LINE.match(line)]
     assert own == list(range(len(lines) - len(own), len(lines))), stderr
     return [lines[k] for k in own]
-
-
-def snapshot(root):
-    """Every path under `root` with its mtime and, for files, its bytes."""
-    found = {".": (Path(root).stat().st_mtime_ns, None)}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = Path(dirpath, name)
-            content = path.read_bytes() if path.is_file() else None
-            found[str(path.relative_to(root))] = (path.stat().st_mtime_ns, content)
-    return found
 
 
 def contents(root):
