@@ -13,9 +13,30 @@ def rng():
     return np.random.default_rng(0)
 
 
+def _reset_retracing_counts(monkeypatch):
+    """Fresh counts for TensorFlow's warning about functions that retrace."""
+    try:
+        from tensorflow.python.eager.polymorphic_function import (
+            polymorphic_function as pf,
+        )
+
+        fresh = pf._FrequentTracingDetectorManager()
+    except (ImportError, AttributeError):
+        return  # a private name: without it, the counts carry over
+    if hasattr(pf, "_frequent_tracing_detector_manager"):
+        monkeypatch.setattr(pf, "_frequent_tracing_detector_manager", fresh)
+
+
 @pytest.fixture
-def tensorflow_log():
-    """The messages TensorFlow's logger logs during the test."""
+def tensorflow_log(monkeypatch):
+    """The messages TensorFlow's logger logs during the test.
+
+    TensorFlow warns that a function retraces too often at most twice per
+    function and process, counting its traces across tests: each test starts
+    with fresh counts, so that what it logs is its own.
+    """
+    if keras.backend.backend() == "tensorflow":
+        _reset_retracing_counts(monkeypatch)
     messages = []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())

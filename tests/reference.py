@@ -8,6 +8,15 @@ import numpy as np
 import keras_lstm
 
 EPS = 1e-5
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def assert_close_normwise(actual, expected, k, err_msg=""):
+    """Within k float32 roundings of the tensor's largest value: the rounding of a
+    sum (a matmul, a gradient summed over steps) scales with its largest terms."""
+    expected = np.asarray(expected, np.float64)
+    atol = k * EPS32 * float(np.abs(expected).max())
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=atol, err_msg=err_msg)
 
 
 def sigmoid(z):

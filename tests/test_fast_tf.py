@@ -13,6 +13,7 @@ if keras.backend.backend() != "tensorflow":
     pytest.skip("TensorFlow compiled loop", allow_module_level=True)
 
 import tensorflow as tf  # noqa: E402
+from reference import assert_close_normwise  # noqa: E402
 
 import keras_lstm  # noqa: E402
 from keras_lstm import _fast_tf  # noqa: E402
@@ -20,7 +21,6 @@ from keras_lstm._fast_tf import lstm_sequence  # noqa: E402
 from keras_lstm.layer import _fast_path_applies  # noqa: E402
 
 BATCH, TIME, FEATURES, UNITS = 3, 5, 4, 3
-TOL = 1e-5
 
 # Sample 0 is full length, sample 1 is padded at the end, sample 2 starts masked
 # (its first outputs are zeros, not h0) and has a hole in the middle.
@@ -113,13 +113,15 @@ def _fast(weights, x, h0, c0, mask, cotangents, **options):
     return [output, h, c], grads
 
 
-def _compare(reference, fast, tol=TOL):
+def _compare(reference, fast):
+    # Float32 summed in two orders: a few roundings of each tensor's largest value
+    # (measured at most 5).
     for expected, actual in zip(reference[0], fast[0], strict=True):
         assert actual.shape == expected.shape
-        np.testing.assert_allclose(actual, expected, atol=tol, rtol=tol)
+        assert_close_normwise(actual, expected, 32)
     for expected, actual in zip(reference[1], fast[1], strict=True):
         assert actual is not None
-        np.testing.assert_allclose(actual, expected, atol=tol, rtol=tol)
+        assert_close_normwise(actual, expected, 32)
 
 
 @pytest.mark.parametrize("return_sequences", [True, False])
@@ -166,7 +168,6 @@ def test_matches_keras_lstm_across_chunks_and_chains(time, batch):
         _reference(weights, x, h0, c0, mask, cotangents, **options),
         # training: a single sequence outside training runs uncompiled.
         _fast(weights, x, h0, c0, mask, cotangents, training=True, **options),
-        tol=1e-4,
     )
 
 
@@ -188,7 +189,7 @@ def test_graph_mode_unknown_batch_and_time():
     reference = _reference(weights, x, h0, c0, None, cotangents, **options)
     expected_all = reference[0] + [reference[1][0]]
     for expected, actual in zip(expected_all, [outputs, h, c, dx], strict=True):
-        np.testing.assert_allclose(actual, expected, atol=TOL, rtol=TOL)
+        assert_close_normwise(actual, expected, 32)  # float32 summed in two orders
 
 
 @pytest.mark.parametrize("keep_from_units", [None, 1])
@@ -199,7 +200,9 @@ def test_gradient_without_a_tape(
 ):
     # With no tape recording, the forward keeps nothing per step that it does not
     # return (from _KEEP_PROJECTIONS_UNITS units on, not even c); tf.gradients
-    # must still work.
+    # must still work. `_saved` is read where the sequence function is traced:
+    # fresh traces, or this would reuse another test's, made without the patch.
+    monkeypatch.setattr(_fast_tf, "_LOOPS", {})
     if keep_from_units:
         monkeypatch.setattr(_fast_tf, "_KEEP_PROJECTIONS_UNITS", keep_from_units)
     weights, x, h0, c0, cotangents = _random(3)
@@ -216,6 +219,8 @@ def test_gradient_without_a_tape(
 
     reference = _reference(weights, x, h0, c0, mask, cotangents, **options)
     _compare(reference, run(tensors))
+    sequence = _fast_tf._loops_for(CELLS["1"]).sequence
+    assert sequence.experimental_get_tracing_count() == 1
 
 
 # Every variant: the compiled loop (keras_lstm.LSTM) against Keras's own loop
@@ -250,17 +255,24 @@ def test_every_variant_matches_the_cell_loop(variant, go_backwards, gradients):
     mask = rng.random((4, 37)) < 0.8
     for kwargs in ({}, {"mask": mask}):
         _assert_same_gradients(
-            gradients(loop, x, **kwargs), gradients(fast, x, **kwargs)
+            gradients(loop, x, **kwargs), gradients(fast, x, **kwargs), variant
         )
 
 
-def _assert_same_gradients(expected, actual):
+# Roundings of each tensor's largest value allowed (outputs, gradients): measured
+# at most 4 and 7, for layer_norm 19 and 180 (it normalises over 3 units, dividing
+# by sqrt(var + 1e-5), which magnifies the roundings of a small variance).
+_ROUNDINGS = {"layer_norm": (128, 1024)}
+
+
+def _assert_same_gradients(expected, actual, variant):
     """`gradients(...)` of Keras's loop over the cell against the compiled loop's."""
+    outputs_k, gradients_k = _ROUNDINGS.get(variant, (32, 32))
     for e, a in zip(expected[0], actual[0], strict=True):
-        np.testing.assert_allclose(a, e, atol=TOL, rtol=TOL)
+        assert_close_normwise(a, e, outputs_k)
     # Gradients sum over 4 x 37 steps, in another order than the cell loop's.
     for e, a in zip(sum(expected[1:], []), sum(actual[1:], []), strict=True):
-        np.testing.assert_allclose(a, e, atol=1e-4, rtol=1e-4)
+        assert_close_normwise(a, e, gradients_k)
 
 
 @pytest.mark.parametrize("variant", keras_lstm.VARIANTS)
@@ -275,7 +287,9 @@ def test_every_variant_matches_the_cell_loop_with_projections_kept(
     fast, loop = _variant_layers(variant, rng, go_backwards=True)
     x = rng.normal(size=(4, 37, FEATURES)).astype("float32")
     mask = rng.random((4, 37)) < 0.8
-    _assert_same_gradients(gradients(loop, x, mask=mask), gradients(fast, x, mask=mask))
+    _assert_same_gradients(
+        gradients(loop, x, mask=mask), gradients(fast, x, mask=mask), variant
+    )
 
 
 def test_other_activations_run_compiled_and_match_the_cell_loop(gradients):
@@ -288,10 +302,12 @@ def test_other_activations_run_compiled_and_match_the_cell_loop(gradients):
     x = rng.normal(size=(2, 6, FEATURES)).astype("float32")
     fast.build(x.shape)
     loop.build(x.shape)
-    loop.set_weights(fast.get_weights())
+    weights = [rng.normal(0, 0.5, size=w.shape).astype("float32") for w in fast.weights]
+    fast.set_weights(weights)
+    loop.set_weights(weights)
     expected, actual = gradients(loop, x), gradients(fast, x)
     for e, a in zip(sum(expected, []), sum(actual, []), strict=True):
-        np.testing.assert_allclose(a, e, atol=1e-5, rtol=1e-4)
+        assert_close_normwise(a, e, 32)  # float32 summed in two orders
 
 
 def test_an_activation_that_overflows_in_an_unused_gate_keeps_gradients_finite(
@@ -316,7 +332,8 @@ def test_an_activation_that_overflows_in_an_unused_gate_keeps_gradients_finite(
     expected, actual = gradients(theirs, x), gradients(ours, x)
     for e, a in zip(sum(expected, []), sum(actual, []), strict=True):
         assert np.all(np.isfinite(a))
-        np.testing.assert_allclose(a, e, atol=1e-4, rtol=1e-4)
+        # dx sums terms of the 60s in the kernel, far larger than itself (measured 10).
+        assert_close_normwise(a, e, 64)
 
 
 # Higher-order and forward-mode autodiff, against keras.layers.LSTM.
@@ -352,7 +369,7 @@ def test_inference_gradients_with_a_batch_size_known_at_run_time_match_keras():
         results.append([gradients(x[:batch]) for batch in (3, 1)])
     for ours, theirs in zip(*results, strict=True):
         for a, b in zip(ours, theirs, strict=True):
-            np.testing.assert_allclose(a, b, atol=TOL, rtol=TOL)
+            assert_close_normwise(a, b, 32)  # float32 summed in two orders
 
 
 def test_gradient_penalty_with_nested_tapes_matches_keras():
@@ -369,7 +386,7 @@ def test_gradient_penalty_with_nested_tapes_matches_keras():
             penalty = tf.reduce_sum(dx**2)
         results.append(outer.gradient(penalty, layer.trainable_variables))
     for expected, actual in zip(results[1], results[0], strict=True):
-        np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+        assert_close_normwise(actual, expected, 32)  # float32 summed in two orders
 
 
 def test_hessian_vector_product_matches_keras():
@@ -390,7 +407,7 @@ def test_hessian_vector_product_matches_keras():
             dot = sum(tf.reduce_sum(g * v) for g, v in zip(grads, vectors, strict=True))
         results.append(outer.gradient(dot, variables))
     for expected, actual in zip(results[1], results[0], strict=True):
-        np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+        assert_close_normwise(actual, expected, 32)  # float32 summed in two orders
 
 
 def test_forward_mode_jvp_matches_keras():
@@ -404,7 +421,7 @@ def test_forward_mode_jvp_matches_keras():
         results.append((y, accumulator.jvp(y)))
     for expected, actual in zip(results[1], results[0], strict=True):
         assert actual is not None
-        np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+        assert_close_normwise(actual, expected, 32)  # float32 summed in two orders
 
 
 def _half_tanh(z):
@@ -448,7 +465,7 @@ def test_unregistered_activations_and_constraints_match_keras():
             y = layer(x, training=True)
         results.append([y, tape.gradient(y, x), layer(x[:1]), *layer.losses])
     for expected, actual in zip(results[1], results[0], strict=True):
-        np.testing.assert_allclose(actual, expected, atol=TOL, rtol=TOL)
+        assert_close_normwise(actual, expected, 32)  # float32 summed in two orders
 
 
 def test_forward_mode_on_one_sequence_after_a_tape_matches_keras():
@@ -466,7 +483,7 @@ def test_forward_mode_on_one_sequence_after_a_tape_matches_keras():
             y = layer(x)
         results.append((dx, y, accumulator.jvp(y)))
     for expected, actual in zip(results[1], results[0], strict=True):
-        np.testing.assert_allclose(actual, expected, atol=1e-4, rtol=1e-4)
+        assert_close_normwise(actual, expected, 32)  # float32 summed in two orders
 
 
 def test_gradients_of_inputs_and_initial_states_in_a_jit_compiled_function():
@@ -485,7 +502,7 @@ def test_gradients_of_inputs_and_initial_states_in_a_jit_compiled_function():
 
         results.append(run(x, h0, c0))
     for expected, actual in zip(results[1], results[0], strict=True):
-        np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=1e-5)
+        assert_close_normwise(actual, expected, 32)  # float32 summed in two orders
 
 
 def test_jit_compiled_model_trains_like_keras():
@@ -504,27 +521,12 @@ def test_jit_compiled_model_trains_like_keras():
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
 
 
-def test_many_lengths_and_batch_sizes_compile_few_chunks():
-    # Each trace of a compiled chunk is one XLA compilation (eager calls have
-    # concrete shapes). 12 lengths and 5 batch sizes: one chunk shape per
-    # row bucket, whatever the length.
-    loops = _fast_tf._loops_for(keras_lstm.LSTMCell(5))
-    before = loops.forward_chunk.experimental_get_tracing_count()
-    layer = keras_lstm.LSTM(5)
-    rng = np.random.default_rng(13)
-    for time in (1, 2, 3, 5, 8, 13, 21, 34, 55, 89, 100, 120):
-        layer(rng.normal(size=(16, time, 2)).astype("float32"))
-    assert loops.forward_chunk.experimental_get_tracing_count() - before <= 1
-    for batch in (17, 18, 20, 23, 24):  # 9 to 12 rows per chain: one bucket
-        layer(rng.normal(size=(batch, 7, 2)).astype("float32"))
-    assert loops.forward_chunk.experimental_get_tracing_count() - before <= 2
-
-
-def test_models_share_the_traced_chunk_loops():
+def test_models_share_the_traced_chunk_loops(monkeypatch):
     # Keras traces a train step twice, each trace runs a chain per core, and a
     # second model of the same configuration traces it all again: the compiled
     # path of a graph (chains, loops over chunks) is traced once per shape for
-    # all of them.
+    # all of them. Fresh traces, whatever the tests before traced.
+    monkeypatch.setattr(_fast_tf, "_LOOPS", {})
     loops = _fast_tf._loops_for(keras_lstm.LSTMCell(7))
 
     def traces():
@@ -546,8 +548,7 @@ def test_models_share_the_traced_chunk_loops():
         model.fit(x, y, batch_size=16, epochs=1, verbose=0)
         counts.append(traces())
     first, second = np.subtract(counts[1], counts[0]), np.subtract(counts[2], counts[1])
-    # [0, 0, 0]: traced by a test before
-    assert first.tolist() in ([1, 1, 1], [0, 0, 0]), counts
+    assert first.tolist() == [1, 1, 1], counts
     assert second.tolist() == [0, 0, 0], counts
 
 
@@ -574,6 +575,37 @@ def _printed_counts(script, dump, *args):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     return [int(line) for line in result.stdout.splitlines() if line.isdigit()]
+
+
+_LENGTHS_AND_BATCHES = """
+import numpy as np, keras_lstm
+from keras_lstm import _fast_tf
+_fast_tf._cores = lambda: 2  # two chains, whatever the machine
+layer = keras_lstm.LSTM(5)
+rng = np.random.default_rng(13)
+layer(rng.normal(size=(16, 1, 2)).astype("float32"))  # 8 rows per chain
+print(compilations())
+for time in (2, 3, 5, 8, 13, 21, 34, 55, 89, 100, 120):
+    layer(rng.normal(size=(16, time, 2)).astype("float32"))
+print(compilations())
+for batch in (17, 18, 20, 23, 24):  # 9 to 12 rows per chain: the bucket of 12
+    layer(rng.normal(size=(batch, 7, 2)).astype("float32"))
+print(compilations())
+layer(rng.normal(size=(25, 7, 2)).astype("float32"))  # 13 rows: the bucket of 16
+print(compilations())
+"""
+
+
+def test_many_lengths_and_batch_sizes_compile_few_chunks(tmp_path):
+    # Eager calls: one compiled chunk serves every length, and every batch size
+    # whose rows per chain fall in one bucket; the next bucket compiles again.
+    first, lengths, batches, next_bucket = _printed_counts(
+        _LENGTHS_AND_BATCHES, tmp_path / "xla"
+    )
+    assert first > 0
+    assert lengths == first
+    assert batches == 2 * first
+    assert next_bucket == 3 * first
 
 
 _SMALL_BATCHES = """
@@ -651,14 +683,17 @@ for thread in threading.enumerate():
     if thread is not threading.current_thread():
         thread.join()
 print(compilations())
+train_step(tf.ones([8, 40, 2]))  # its first run compiles the whole step
+print(compilations())
 """
 
 
 def test_a_jit_compiled_train_step_compiles_no_chunk_of_its_own(tmp_path):
     # XLA compiles a jit_compile=True step whole, chunks included: compiling
     # them alone while it is traced would only take CPU from it.
-    (traced,) = _printed_counts(_JIT_TRAIN_STEP, tmp_path / "xla")
+    traced, run = _printed_counts(_JIT_TRAIN_STEP, tmp_path / "xla")
     assert traced == 0
+    assert run > 0  # XLA's dump works here
 
 
 def _text_model(layer):
@@ -687,12 +722,13 @@ def test_one_sequence_at_inference_matches_keras(tmp_path):
             ours.predict_on_batch(tokens),
             served.serve(tokens),
         ):
-            np.testing.assert_allclose(actual, expected, atol=TOL, rtol=TOL)
+            assert_close_normwise(actual, expected, 32)  # float32 summed in two orders
     # Several sequences: compiled in an eager call, the plain loop in the exported
     # graph, whose batch size is known only when it runs.
     tokens = rng.integers(1, 20, size=(3, 9)).astype("int32")
     for actual in (ours(tokens), served.serve(tokens)):
-        np.testing.assert_allclose(actual, theirs(tokens), atol=TOL, rtol=TOL)
+        # float32 summed in two orders
+        assert_close_normwise(actual, theirs(tokens), 32)
 
 
 _SERVING = """

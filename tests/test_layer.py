@@ -3,11 +3,11 @@
 import keras
 import numpy as np
 import pytest
+from reference import assert_close_normwise
 
 import keras_lstm
 
 BATCH, TIME, FEATURES, UNITS = 3, 6, 4, 3
-TOL = dict(rtol=1e-5, atol=1e-5)
 
 
 def to_numpy(outputs):
@@ -19,7 +19,10 @@ def assert_all_close(ours, theirs, **tol):
     assert len(ours) == len(theirs)
     for a, b in zip(ours, theirs, strict=True):
         assert np.shape(a) == np.shape(b)
-        np.testing.assert_allclose(a, b, **(tol or TOL))
+        if tol:
+            np.testing.assert_allclose(a, b, **tol)
+        else:  # float32 summed in two orders (measured at most 5)
+            assert_close_normwise(a, b, 32)
 
 
 def pair(rng, randomize, shape=(BATCH, TIME, FEATURES), **kwargs):
