@@ -1,4 +1,4 @@
-"""Gate inspection: what every gate of every keras_lstm layer did, step by step."""
+"""Gate inspection: what every gate of every LSTM layer did, step by step."""
 
 from __future__ import annotations
 
@@ -16,11 +16,13 @@ from keras_lstm.recording import GateRecord, lstm_cells, recording_gates
 
 
 def lstm_layers(model_or_layer) -> dict[str, keras.layers.Layer]:
-    """Every keras_lstm layer inside `model_or_layer`, keyed by the name gates get.
+    """Every LSTM layer inside `model_or_layer`, keyed by the name gates get.
 
-    A keras_lstm layer is a `keras_lstm.LSTM`, or a `keras.layers.RNN` whose cell
-    is a `keras_lstm.LSTMCell` or a `StackedRNNCells` of them (one key per cell,
-    `<rnn>/<cell>`, each mapped to the RNN). They are found in stacked layers,
+    An LSTM layer is a `keras_lstm.LSTM`, a `keras.layers.LSTM`, or a
+    `keras.layers.RNN` whose cell is a `keras_lstm.LSTMCell`, a
+    `keras.layers.LSTMCell` or a `StackedRNNCells` of them (one key per cell,
+    `<rnn>/<cell>`, each mapped to the RNN); other recurrent layers (GRU,
+    ConvLSTM, ...) are left out. They are found in stacked layers,
     nested models, custom layers that hold them (`<holder>/<name>`) and both
     directions of a `keras.layers.Bidirectional` (`<name>/forward`,
     `<name>/backward`). A layer reachable twice is listed once.
@@ -60,7 +62,7 @@ def _sources(model_or_layer) -> dict[str, tuple[keras.layers.Layer, int]]:
             visit(child, child.name if key is None else f"{key}/{child.name}")
 
     # The object passed is the root: its own name is left out of the keys,
-    # unless it is itself a keras_lstm layer or a Bidirectional.
+    # unless it is itself an LSTM layer or a Bidirectional.
     if lstm_cells(model_or_layer) is not None or isinstance(
         model_or_layer, keras.layers.Bidirectional
     ):
@@ -77,9 +79,9 @@ def gate_activations(
 
     Args:
         model_or_layer: A Keras model (Sequential, functional or subclassed) or
-            layer with keras_lstm layers anywhere inside (see `lstm_layers`):
-            `keras_lstm.LSTM`, `keras.layers.RNN` of `keras_lstm.LSTMCell`, in
-            nested models, custom layers and `Bidirectional`.
+            layer with LSTM layers anywhere inside (see `lstm_layers`):
+            `keras_lstm.LSTM`, `keras.layers.LSTM`, `keras.layers.RNN` of LSTM
+            cells, in nested models, custom layers and `Bidirectional`.
         inputs: What the model is called on, e.g. a batch of sequences (an
             array, or a list or dict of arrays with the samples on axis 0).
         mask: Optional boolean `(samples, time)` mask passed to the call.
@@ -87,7 +89,7 @@ def gate_activations(
             32.
 
     Returns:
-        `{layer_key: {gate: array}}`, one entry per keras_lstm layer (or cell of
+        `{layer_key: {gate: array}}`, one entry per LSTM layer (or cell of
         a stacked RNN): the layer's name (`<name>/forward` and `<name>/backward`
         for a `Bidirectional`, `<outer>/<name>` inside a nested model or a
         custom layer, `<rnn>/<cell>` for stacked cells). Gates `input_gate`,
@@ -125,12 +127,12 @@ def _reader(model_or_layer) -> GateReader:
 
 
 class GateReader:
-    """Runs a model with all its keras_lstm layers recording, batch by batch.
+    """Runs a model with all its LSTM layers recording, batch by batch.
 
     `GateReader(model)(inputs)` is `gate_activations(model, inputs)`; a reader
     keeps its compiled forward passes (one per input shape), so calling it
-    again costs one forward pass per batch. Raises if the model has no
-    keras_lstm layers.
+    again costs one forward pass per batch. Raises if the model has no LSTM
+    layers.
     """
 
     # Compiled forward passes kept per reader: one per input signature, each

@@ -1,4 +1,4 @@
-"""A Keras callback that puts every gate of every keras_lstm layer in TensorBoard."""
+"""A Keras callback that puts every gate of every LSTM layer in TensorBoard."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ DESCRIPTIONS = {
 class GateTensorBoard(keras.callbacks.Callback):
     """Writes what every gate did on a fixed probe batch, every `freq` epochs.
 
-    For each keras_lstm layer of the model (keys as in
+    For each LSTM layer of the model (keys as in
     `keras_lstm.gate_activations`) and each gate (`input_gate`, `forget_gate`,
     `output_gate`, `candidate`, `cell_state`, `hidden_state`), under the tag
     prefix `<layer>/<gate>/` of the TensorBoard run `log_dir`:
@@ -52,7 +52,7 @@ class GateTensorBoard(keras.callbacks.Callback):
     TensorBoard's tag filter `forget_gate` then shows every forget gate. The
     step of a summary is the epoch as `keras.callbacks.TensorBoard` numbers it
     (from 0), so the gates sit beside the loss of the same epoch. A model
-    without keras_lstm layers is refused when training starts.
+    without LSTM layers is refused when training starts.
 
     Args:
         log_dir: Directory of the TensorBoard run to write, e.g.

@@ -92,7 +92,7 @@ def _route(handler):
 
 
 class GatesPlugin(base_plugin.TBPlugin):
-    """Serves every gate of every keras_lstm layer, as written by
+    """Serves every gate of every LSTM layer, as written by
     `GateTensorBoard` and `keras_lstm.write_gate_dashboard`."""
 
     plugin_name = PLUGIN_NAME

@@ -2,7 +2,7 @@
 
 Under the TensorBoard run being written, at each logged step:
 
-- `<layer>/gates`: every gate of one keras_lstm layer at every step of every
+- `<layer>/gates`: every gate of one LSTM layer at every step of every
   probe sequence, as `keras_lstm.gate_activations` returns them, stacked in
   `GATES` order into one float16 array `(6, batch, time, units)`. It is stored
   as a blob (an `.npy` file in a one-element string tensor): TensorBoard's data
@@ -306,7 +306,7 @@ def write_gate_dashboard(
     """Writes what every gate did on `inputs` for the LSTM gates dashboard.
 
     Runs `model` on `inputs` (as `keras_lstm.gate_activations`) and writes, into
-    the TensorBoard run `logdir`, each keras_lstm layer's gates at every step of
+    the TensorBoard run `logdir`, each LSTM layer's gates at every step of
     every sequence (float16) and its mask, and one label per input step. Open
     `tensorboard --logdir <parent of logdir>` and the "LSTM gates" tab: heatmaps
     of units by time under the labels, each unit's gates over time, saturation
@@ -314,7 +314,7 @@ def write_gate_dashboard(
     `GateTensorBoard` writes the same data each time it logs during `fit`.
 
     Args:
-        model: A Keras model or layer with keras_lstm layers inside (see
+        model: A Keras model or layer with LSTM layers inside (see
             `keras_lstm.gate_activations`).
         inputs: The probe batch, as the model is called, e.g. `x_val[:16]`.
         labels: What each input step was, shown along the time axis: a
