@@ -137,15 +137,21 @@ def recording_gates(layer):
         )
     calls = []
     wrapped = layer.__dict__.get("inner_loop")  # A recording already under way.
-    inner_loop = layer.inner_loop
+    # A recording inside another records into both: one loop runs, the
+    # layer's own (unwrapped) one where the route takes it.
+    inner_loop = getattr(wrapped, "unwrapped", layer.inner_loop)
+    recordings = [*getattr(wrapped, "recordings", []), calls]
 
     def recording_inner_loop(sequences, initial_state, mask, training=False):
         result, records = _record(
             layer, cells, inner_loop, sequences, initial_state, mask, training
         )
-        calls.append(records)
+        for recording in recordings:
+            recording.append(records)
         return result
 
+    recording_inner_loop.unwrapped = inner_loop
+    recording_inner_loop.recordings = recordings
     layer.inner_loop = recording_inner_loop
     try:
         yield calls
@@ -272,13 +278,12 @@ def _compiled_gate_loop(layer, cell, sequences, states, mask):
         twin, x, h0, c0, kernel, recurrent_kernel, weights, mask=mask
     )  # (time, batch, 6*units); c and h carried through masked steps
     units = cell.units
-    outputs = tf.transpose(packed[..., 5 * units :], (1, 0, 2))
-    if mask is not None and layer.zero_output_for_mask:
-        outputs = tf.where(mask[..., None], outputs, tf.zeros_like(outputs))
+    h_sequence = tf.transpose(packed[..., 5 * units :], (1, 0, 2))
+    outputs, last_output = _as_outputs(layer, h_sequence, mask)
     h_last = packed[-1, :, 5 * units :]
     c_last = packed[-1, :, 4 * units : 5 * units]
     time_mask = None if mask is None else tf.transpose(mask)
-    result = (h_last, outputs, [h_last, c_last])
+    result = (last_output, outputs, [h_last, c_last])
     return result, (GateRecord(packed, time_mask, (h0, c0)),)
 
 
@@ -458,12 +463,30 @@ def _gate_loop(layer, cells, sequences, states, mask, training):
         units = cell.units
         records.append(GateRecord(values, time_mask, tuple(state)))
         new_states.append([final[:, 5 * units :], final[:, 4 * units : 5 * units]])
-    outputs = ops.transpose(per_cell[-1][..., 5 * cells[-1].units :], (1, 0, 2))
-    if mask is not None and layer.zero_output_for_mask:
-        outputs = ops.where(mask[..., None], outputs, ops.zeros_like(outputs))
-    last_output = new_states[-1][0]
+    h_sequence = ops.transpose(per_cell[-1][..., 5 * cells[-1].units :], (1, 0, 2))
+    outputs, last_output = _as_outputs(layer, h_sequence, mask)
     new_states = new_states if stacked else new_states[0]
     return (last_output, outputs, new_states), tuple(records)
+
+
+def _as_outputs(layer, h_sequence, mask):
+    """The outputs and last output `keras.backend.rnn` returns, from the h the
+    loop carried at each step (batch, time, units), reading order.
+
+    Masked steps repeat the previous output, zeros with `zero_output_for_mask`.
+    Before the first real step the previous output is zeros on TensorFlow and
+    PyTorch, and the initial h, which the loop carried, on JAX.
+    """
+    if mask is None:
+        return h_sequence, h_sequence[:, -1]
+    zeros = ops.zeros_like(h_sequence)
+    if keras.backend.backend() != "jax":
+        started = ops.cumsum(ops.cast(mask, "int32"), axis=1) > 0
+        h_sequence = ops.where(started[..., None], h_sequence, zeros)
+    last_output = h_sequence[:, -1]
+    if layer.zero_output_for_mask:
+        h_sequence = ops.where(mask[..., None], h_sequence, zeros)
+    return h_sequence, last_output
 
 
 def _split(a, widths):
@@ -487,7 +510,8 @@ def _projections(cell, x_t, h_prev, training):
         if x_t is not None:
             return cell.projections(x_t, h_prev, training=training)
         return None, _dropped_matmul(h_prev, cell.recurrent_kernel, h_mask)
+    x_mask = None
     if x_t is not None and training and cell.dropout > 0:
-        x_t = x_t * cell.get_dropout_mask(x_t)
-    u_x = None if x_t is None else ops.matmul(x_t, cell.kernel)
+        x_mask = cell.get_dropout_mask(x_t)  # a list of four (implementation 1)
+    u_x = None if x_t is None else _dropped_matmul(x_t, cell.kernel, x_mask)
     return u_x, _dropped_matmul(h_prev, cell.recurrent_kernel, h_mask)

@@ -19,6 +19,7 @@ from tensorboard.util import tensor_util
 
 import keras_lstm
 from keras_lstm import gate_activations
+from keras_lstm.gates import unpack_gates
 
 BATCH, TIME, FEATURES, UNITS = 3, 6, 3, 4
 
@@ -354,3 +355,87 @@ def test_the_choice_of_route(monkeypatch):
     assert route(keras.layers.LSTM(UNITS, activation="relu")) == loop
     # Ours never runs cuDNN: its own loop keeps the gates.
     assert route(keras_lstm.LSTM(UNITS)) == loop
+
+
+def _recorded_call(layer, *args, **kwargs):
+    from keras_lstm.recording import recording_gates
+
+    with recording_gates(layer) as record:
+        outputs = layer(*args, **kwargs)
+    return outputs, record
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: keras.layers.LSTM(UNITS, return_sequences=True, go_backwards=True),
+        lambda: keras.layers.LSTM(UNITS, return_sequences=True),
+        lambda: keras_lstm.LSTM(UNITS, return_sequences=True),
+        lambda: keras.layers.LSTM(UNITS),
+    ],
+    ids=["keras_backwards", "keras", "ours", "keras_last"],
+)
+def test_outputs_while_recording_are_the_layers(make, rng):
+    # Masked steps before the first real one, and initial states that are not
+    # zeros: what keras.backend.rnn outputs there differs by backend.
+    layer = make()
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    mask = np.ones((BATCH, TIME), bool)
+    mask[0, :2] = False  # left padding
+    mask[1, -2:] = False  # right padding (left in reading order, backwards)
+    mask[2, :] = False  # nothing real at all
+    h0, c0 = (np.full((BATCH, UNITS), 0.5, "float32") for _ in range(2))
+    layer(x, mask=mask, initial_state=[h0, c0])
+    weights = [rng.normal(0, 0.5, w.shape) for w in layer.weights]
+    layer.set_weights(weights)
+    plain = to_numpy(layer(x, mask=mask, initial_state=[h0, c0]))
+    recorded, record = _recorded_call(layer, x, mask=mask, initial_state=[h0, c0])
+    # The same loop's numbers on one route, another loop's on the other.
+    np.testing.assert_allclose(to_numpy(recorded), plain, rtol=0, atol=1e-6)
+    assert len(record) == 1
+
+
+@pytest.mark.parametrize("implementation", [1, 2])
+@pytest.mark.parametrize("layer_class", [keras.layers.LSTM, keras_lstm.LSTM])
+def test_recording_in_training_keeps_the_layers_dropout(
+    layer_class, implementation, rng
+):
+    layer = layer_class(
+        UNITS,
+        dropout=0.5,
+        recurrent_dropout=0.5 if implementation == 1 else 0.0,
+        implementation=implementation,
+        use_cudnn=False,
+        return_sequences=True,
+        seed=3,
+    )
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    layer(x)
+    seed = to_numpy(layer.cell.seed_generator.state).copy()
+    plain = to_numpy(layer(x, training=True))
+    layer.cell.seed_generator.state.assign(seed)
+    recorded, record = _recorded_call(layer, x, training=True)
+    # The same masks, drawn from the same seed: the same outputs.
+    np.testing.assert_allclose(to_numpy(recorded), plain, rtol=0, atol=1e-6)
+    gates = unpack_gates(record[0][0])
+    np.testing.assert_allclose(
+        gates["output_gate"] * np.tanh(gates["cell_state"]),
+        gates["hidden_state"],
+        rtol=0,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(gates["hidden_state"], plain, rtol=0, atol=1e-6)
+
+
+def test_a_recording_inside_another_records_into_both(rng):
+    from keras_lstm.recording import recording_gates
+
+    layer = keras.layers.LSTM(UNITS)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    with recording_gates(layer) as outer:
+        layer(x)
+        with recording_gates(layer) as inner:
+            layer(x)
+        layer(x)
+    assert (len(outer), len(inner)) == (3, 1)
+    assert "inner_loop" not in vars(layer)
