@@ -211,7 +211,6 @@ def _record(layer, cells, inner_loop, sequences, initial_state, mask, training):
 def _route(layer, cells, mask, training) -> str:
     """ "library", "compiled" or "scan": see `_record`."""
     from keras_lstm import layer as layer_module
-    from keras_lstm.layer import _fast_path_applies, _keras_can_use_cudnn
 
     stacked = isinstance(layer.cell, keras.layers.StackedRNNCells)
     if stacked or layer.unroll:
@@ -222,12 +221,13 @@ def _route(layer, cells, mask, training) -> str:
     if (
         isinstance(cell, keras.layers.LSTMCell)
         and getattr(layer, "use_cudnn", None) in ("auto", True)
-        and _keras_can_use_cudnn(layer, mask)
+        and layer_module._keras_can_use_cudnn(layer, mask)
+        # Keras's PyTorch backend checks these only where it runs cuDNN.
         and layer_module.cudnn_equations(layer)
         and layer_module.cudnn_device()
     ):
         return "library"
-    if _fast_path_applies(cell, layer.unroll, training):
+    if layer_module._fast_path_applies(cell, layer.unroll, training):
         return "compiled"
     return "scan"
 
