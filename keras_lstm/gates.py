@@ -159,7 +159,24 @@ class GateReader:
         target = self._target()
         state = [(v, keras.ops.convert_to_numpy(v)) for v in _call_state(target)]
         results = {}
+
+        def store(start, stop, records):
+            for key, record in records.items():
+                go_backwards = self.sources[key][0].go_backwards
+                gates = unpack_gates(record, go_backwards)
+                if key not in results:
+                    results[key] = {
+                        name: np.empty((samples, *a.shape[1:]), a.dtype)
+                        for name, a in gates.items()
+                    }
+                for name, values in gates.items():
+                    results[key][name][start:stop] = values[: stop - start]
+
         try:
+            # Each batch is handed to the backend before the one before it is
+            # copied out, so that an asynchronous backend (JAX) computes while
+            # the copies run.
+            pending = None
             for start in range(0, samples, batch_size):
                 stop = min(start + batch_size, samples)
                 rows = np.arange(start, start + min(batch_size, samples))
@@ -170,16 +187,11 @@ class GateReader:
                     functools.partial(_take, rows=rows), (inputs, mask)
                 )
                 records = self._run(batch, batch_mask)
-                for key, record in records.items():
-                    go_backwards = self.sources[key][0].go_backwards
-                    gates = unpack_gates(record, go_backwards)
-                    if key not in results:
-                        results[key] = {
-                            name: np.empty((samples, *a.shape[1:]), a.dtype)
-                            for name, a in gates.items()
-                        }
-                    for name, values in gates.items():
-                        results[key][name][start:stop] = values[: stop - start]
+                if pending is not None:
+                    store(*pending)
+                pending = (start, stop, records)
+            if pending is not None:
+                store(*pending)
         finally:
             for variable, value in state:
                 variable.assign(value)
