@@ -10,15 +10,23 @@ from keras_lstm.cell import LSTMCell
 
 
 @keras.saving.register_keras_serializable(package="keras_lstm")
-class LSTM(keras.layers.RNN):
+class LSTM(keras.layers.LSTM):
     """Long short-term memory layer; a drop-in replacement for `keras.layers.LSTM`.
 
-    Runs `keras_lstm.LSTMCell` (see its docstring for the equations and the
-    variants) over the time axis. Arguments, defaults, weights, outputs, masking,
-    states and serialization are those of `keras.layers.LSTM`, so changing
-    `from keras.layers import LSTM` to `from keras_lstm import LSTM` changes
-    nothing but the class. `keras_lstm.gate_activations` shows what every gate
-    did at every step.
+    A `keras.layers.LSTM` (a subclass) that runs `keras_lstm.LSTMCell` (see its
+    docstring for the equations and the variants) over the time axis.
+    Arguments, defaults, weights, outputs, masking, states and serialization are
+    those of `keras.layers.LSTM`, so changing `from keras.layers import LSTM` to
+    `from keras_lstm import LSTM` changes nothing but the class, and whatever
+    Keras does with an LSTM (`Bidirectional`'s fused cuDNN call included) it
+    does with this one. `keras_lstm.gate_activations` shows what every gate did
+    at every step.
+
+    The sequence runs through the fastest kernel the backend and device have
+    for the layer's equations (`sequence_kernel` says which, and why):
+    cuDNN where `keras.layers.LSTM` would run it, PyTorch's own LSTM kernel on
+    the PyTorch backend's CPU, a compiled loop on TensorFlow, and elsewhere the
+    cell's step over time with every step's `U x_t` computed at once.
 
     Args:
         units: Positive integer, size of the hidden and cell states.
@@ -39,12 +47,13 @@ class LSTM(keras.layers.RNN):
             the next one. Default: `False`.
         unroll: Whether to unroll the loop (short sequences only). Default:
             `False`.
-        use_cudnn: `"auto"`, `True` or `False`, as in `keras.layers.LSTM`, but
-            this layer never calls cuDNN (see the README, "On a GPU"). `True`
-            raises Keras's `ValueError` where `keras.layers.LSTM(use_cudnn=True)`
-            raises it (no GPU, recurrent dropout, an activation or `unroll` that
-            cuDNN cannot run, and any `variant` but `"standard"`); where Keras
-            would run cuDNN, this layer runs its own loop. Default: `"auto"`.
+        use_cudnn: `"auto"`, `True` or `False`, as in `keras.layers.LSTM`:
+            whether the standard variant may run cuDNN where Keras's layer
+            would. `True` raises Keras's `ValueError` where
+            `keras.layers.LSTM(use_cudnn=True)` raises it (no GPU, recurrent
+            dropout, an activation or `unroll` that cuDNN cannot run) and for
+            any `variant` but `"standard"`, whose equations cuDNN cannot run.
+            Default: `"auto"`.
         **kwargs: Base layer arguments (`name`, `dtype`, `trainable`, ...).
 
     Call arguments:
@@ -118,7 +127,10 @@ class LSTM(keras.layers.RNN):
             name="lstm_cell",
             implementation=kwargs.pop("implementation", 2),
         )
-        super().__init__(
+        # keras.layers.LSTM.__init__ would make a keras.layers.LSTMCell: the
+        # layer is set up as it sets itself up, around this cell.
+        keras.layers.RNN.__init__(
+            self,
             cell,
             return_sequences=return_sequences,
             return_state=return_state,
@@ -129,7 +141,12 @@ class LSTM(keras.layers.RNN):
             **kwargs,
         )
         self.input_spec = keras.InputSpec(ndim=3)
-        self.use_cudnn = _checks.one_of("use_cudnn", use_cudnn, ("auto", True, False))
+        self._use_cudnn = _checks.one_of(
+            "use_cudnn", use_cudnn, ("auto", True, False)
+        )
+        if keras.backend.backend() == "tensorflow" and _may_run_cudnn(self):
+            # As keras.layers.LSTM: cuDNN's kernel is no XLA op.
+            self.supports_jit = False
 
     def build(self, sequences_shape, initial_state_shape=None):
         super().build(sequences_shape, initial_state_shape)
@@ -151,7 +168,12 @@ class LSTM(keras.layers.RNN):
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        if self.use_cudnn is True and not _keras_can_use_cudnn(self, mask):
+        kernel = sequence_kernel(self, mask, training)
+        if kernel == "cudnn":
+            return keras.layers.LSTM.inner_loop(
+                self, sequences, initial_state, mask, training=training
+            )
+        if self._use_cudnn is True and not _keras_can_use_cudnn(self, mask):
             # keras.layers.LSTM's error, where it raises it.
             raise ValueError(
                 "use_cudnn=True was specified, "
@@ -160,13 +182,19 @@ class LSTM(keras.layers.RNN):
                 "to a non-cuDNN implementation."
             )
         cell = self.cell
-        if not _fast_path_applies(cell, self.unroll, training):
-            return super().inner_loop(sequences, initial_state, mask, training=training)
-        from keras_lstm import _fast_tf
-
+        if kernel == "cell":
+            return keras.layers.RNN.inner_loop(
+                self, sequences, initial_state, mask, training=training
+            )
         if training and cell.dropout > 0:
             # The cell's mask for x_t, the same at every step.
             sequences = sequences * cell.get_dropout_mask(sequences[:, 0])[:, None]
+        if kernel == "torch":
+            return _torch_lstm(self, sequences, initial_state)
+        if kernel == "hoisted":
+            return _hoisted_loop(self, sequences, initial_state, mask)
+        from keras_lstm import _fast_tf
+
         return _fast_tf.lstm_sequence(
             cell,
             sequences,
@@ -191,74 +219,22 @@ class LSTM(keras.layers.RNN):
 
         return recording_gates(self)
 
-    # The cell's settings, read-only, as keras.layers.LSTM shows them.
     @property
-    def units(self):
-        return self.cell.units
+    def use_cudnn(self):
+        """The `use_cudnn` argument; `False` for a variant, whose equations
+        cuDNN cannot run, so that Keras (`Bidirectional`'s fused cuDNN call)
+        never gives it to cuDNN."""
+        return self._use_cudnn if self.cell.variant == "standard" else False
 
+    @use_cudnn.setter
+    def use_cudnn(self, value):
+        self._use_cudnn = _checks.one_of("use_cudnn", value, ("auto", True, False))
+
+    # keras.layers.LSTM shows the cell's other settings (units, activation,
+    # dropout, ...) as read-only properties; this is the one it lacks.
     @property
     def variant(self):
         return self.cell.variant
-
-    @property
-    def activation(self):
-        return self.cell.activation
-
-    @property
-    def recurrent_activation(self):
-        return self.cell.recurrent_activation
-
-    @property
-    def use_bias(self):
-        return self.cell.use_bias
-
-    @property
-    def unit_forget_bias(self):
-        return self.cell.unit_forget_bias
-
-    @property
-    def kernel_initializer(self):
-        return self.cell.kernel_initializer
-
-    @property
-    def recurrent_initializer(self):
-        return self.cell.recurrent_initializer
-
-    @property
-    def bias_initializer(self):
-        return self.cell.bias_initializer
-
-    @property
-    def kernel_regularizer(self):
-        return self.cell.kernel_regularizer
-
-    @property
-    def recurrent_regularizer(self):
-        return self.cell.recurrent_regularizer
-
-    @property
-    def bias_regularizer(self):
-        return self.cell.bias_regularizer
-
-    @property
-    def kernel_constraint(self):
-        return self.cell.kernel_constraint
-
-    @property
-    def recurrent_constraint(self):
-        return self.cell.recurrent_constraint
-
-    @property
-    def bias_constraint(self):
-        return self.cell.bias_constraint
-
-    @property
-    def dropout(self):
-        return self.cell.dropout
-
-    @property
-    def recurrent_dropout(self):
-        return self.cell.recurrent_dropout
 
     def get_config(self):
         config = self.cell.get_config()
@@ -267,8 +243,10 @@ class LSTM(keras.layers.RNN):
         config["activity_regularizer"] = keras.saving.serialize_keras_object(
             self.activity_regularizer
         )
-        config["use_cudnn"] = self.use_cudnn
-        base_config = super().get_config()
+        config["use_cudnn"] = self._use_cudnn
+        # keras.layers.RNN's own settings; keras.layers.LSTM's would describe
+        # a keras.layers.LSTMCell.
+        base_config = keras.layers.RNN.get_config(self)
         del base_config["cell"]
         return {**base_config, **config}
 
@@ -281,14 +259,53 @@ def _step_weights(cell):
     return {name: getattr(cell, name) for name in cell.step_weight_names()}
 
 
-def _fast_path_applies(cell, unroll, training) -> bool:
-    """Whether `cell`'s sequence runs through `_fast_tf` rather than the cell loop.
+def sequence_kernel(layer, mask, training) -> str:
+    """Which kernel runs `layer`'s sequence, for a call with `mask`, `training`.
 
-    The compiled loop runs every variant and activation on the TensorFlow
-    backend. `unroll=True` and, in training, dropout masks inside the step (on
-    h_{t-1}, or on x_t per gate with implementation 1) run the cell step by
-    step, as Keras does.
+    The fastest that runs the layer's equations, in this order:
+
+        "cudnn"     standard variant, where keras.layers.LSTM would run cuDNN
+                    (a GPU; its `inner_loop` runs it, Keras's checks included)
+        "torch"     PyTorch backend on the CPU, standard variant with tanh and
+                    sigmoid, no mask, no per-step dropout: torch._VF.lstm, the
+                    kernel of torch.nn.LSTM
+        "compiled"  TensorFlow, no `unroll`, no per-step dropout: the compiled
+                    loop of `_fast_tf`
+        "hoisted"   elsewhere (JAX, PyTorch with a mask or a variant): the
+                    cell's step over time, with `U x_t` of every step computed
+                    in one matmul before the loop
+        "cell"      `unroll` on TensorFlow, and dropout masks drawn per step in
+                    training (recurrent dropout, implementation 1): Keras's loop
+                    over the cell
+
+    `benchmarks/backends.py` measures each against `keras.layers.LSTM`.
     """
+    cell = layer.cell
+    masks_per_step = cell.recurrent_dropout > 0 or (
+        cell.dropout > 0 and cell.implementation == 1
+    )
+    if training and masks_per_step:
+        return "cell"
+    if _may_run_cudnn(layer) and _keras_can_use_cudnn(layer, mask) and cudnn_device():
+        return "cudnn"
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        return "cell" if layer.unroll else "compiled"
+    if (
+        backend == "torch"
+        and mask is None
+        and cell.variant == "standard"
+        and cudnn_equations(layer, bias=False)
+        and not cudnn_device()
+    ):
+        return "torch"
+    return "hoisted"
+
+
+def _fast_path_applies(cell, unroll, training) -> bool:
+    """Whether `cell`'s sequence runs through `_fast_tf` rather than the cell
+    loop: TensorFlow, no `unroll`, and no dropout mask drawn per step in training
+    (on h_{t-1}, or on x_t per gate with implementation 1)."""
     masks_per_step = cell.recurrent_dropout > 0 or (
         cell.dropout > 0 and cell.implementation == 1
     )
@@ -299,12 +316,90 @@ def _fast_path_applies(cell, unroll, training) -> bool:
     )
 
 
+def _may_run_cudnn(layer) -> bool:
+    """Whether the layer's settings let cuDNN run it, device aside."""
+    return (
+        layer.use_cudnn in ("auto", True)
+        and getattr(layer.cell, "variant", "standard") == "standard"
+        and cudnn_equations(layer)
+    )
+
+
+def _torch_lstm(layer, sequences, initial_state):
+    """The sequence through `torch._VF.lstm`, PyTorch's LSTM kernel (oneDNN on
+    a CPU), with the layer's weights: Keras's gate order (i, f, g, o) is
+    PyTorch's, and its kernels are PyTorch's transposed. Returns what
+    `keras.backend.rnn` returns. Differentiable to any order."""
+    import torch
+
+    cell = layer.cell
+    dtype = cell.compute_dtype
+    x = ops.cast(sequences, dtype)
+    if layer.go_backwards:
+        x = torch.flip(x, dims=[1])
+    h0, c0 = (ops.cast(s, dtype)[None] for s in initial_state)
+    kernel = ops.convert_to_tensor(cell.kernel, dtype)
+    recurrent_kernel = ops.convert_to_tensor(cell.recurrent_kernel, dtype)
+    params = [kernel.T.contiguous(), recurrent_kernel.T.contiguous()]
+    if cell.use_bias:
+        bias = ops.convert_to_tensor(cell.bias, dtype)
+        params += [bias, torch.zeros_like(bias)]
+    outputs, h, c = torch._VF.lstm(
+        x.contiguous(),
+        (h0.contiguous(), c0.contiguous()),
+        params,
+        cell.use_bias,
+        1,  # layers
+        0.0,  # dropout between layers
+        torch.is_grad_enabled(),
+        False,  # bidirectional
+        True,  # batch first
+    )
+    last_output = outputs[:, -1]
+    if not layer.return_sequences:
+        outputs = last_output[:, None]
+    return last_output, outputs, [h[0], c[0]]
+
+
+def _hoisted_loop(layer, sequences, initial_state, mask):
+    """The cell's step over time with `U x_t` of every step computed first, in
+    one matmul (dropout on x_t, if any, applied by the caller): what
+    `keras.layers.RNN`'s loop computes, with one matmul per step instead of two.
+    Returns what `keras.backend.rnn` returns."""
+    cell = layer.cell
+    x = ops.cast(sequences, cell.compute_dtype)
+    u_x = ops.matmul(x, cell.kernel)  # (batch, time, 4*units)
+    if mask is not None:
+        mask = ops.convert_to_tensor(mask, "bool")
+
+    def step(u_x_t, states):
+        h_prev, c_prev = states
+        w_h = ops.matmul(h_prev, cell.recurrent_kernel)
+        _, _, _, _, c, h = cell.step(u_x_t, w_h, c_prev)
+        return h, [h, c]
+
+    # The loop keras.layers.RNN runs (masks, go_backwards, outputs), which
+    # Keras keeps out of its public API.
+    from keras.src.backend import rnn
+
+    return rnn(
+        step,
+        u_x,
+        list(initial_state),
+        go_backwards=layer.go_backwards,
+        mask=mask,
+        unroll=layer.unroll,
+        input_length=sequences.shape[1],
+        zero_output_for_mask=layer.zero_output_for_mask,
+        return_all_outputs=layer.return_sequences,
+    )
+
+
 def _keras_can_use_cudnn(layer, mask) -> bool:
     """Whether `keras.layers.LSTM(use_cudnn=True)` would run cuDNN here rather
     than raise (Keras 3.15: `LSTM.inner_loop` and each backend's `lstm`).
 
-    This layer never calls cuDNN: where Keras would, it runs its own loop. Its
-    variants are equations cuDNN cannot run.
+    The variants are equations cuDNN cannot run.
     """
     cell = layer.cell
     backend = keras.backend.backend()
@@ -319,16 +414,17 @@ def _keras_can_use_cudnn(layer, mask) -> bool:
     return cudnn_equations(layer) and cudnn_device()
 
 
-def cudnn_equations(layer) -> bool:
+def cudnn_equations(layer, bias=True) -> bool:
     """Whether cuDNN can run the layer's loop: tanh and sigmoid, a bias, no
-    `unroll` (Keras 3.15's `cudnn_ok` on each backend)."""
+    `unroll` (Keras 3.15's `cudnn_ok` on each backend). `bias=False`: whether
+    a kernel that hard-wires tanh and sigmoid can, bias or not."""
     cell = layer.cell
     tanh, sigmoid = _backend_functions("tanh"), _backend_functions("sigmoid")
     return (
         cell.activation in tanh
         and cell.recurrent_activation in sigmoid
         and not layer.unroll
-        and cell.use_bias
+        and (cell.use_bias or not bias)
     )
 
 
@@ -361,4 +457,8 @@ def _backend_functions(name):
         import jax
 
         functions.append(jax.numpy.tanh)
+    elif keras.backend.backend() == "torch":
+        import torch
+
+        functions.append(getattr(torch, name))
     return functions

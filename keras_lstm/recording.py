@@ -167,7 +167,8 @@ def _record(layer, cells, inner_loop, sequences, initial_state, mask, training):
 
     Which loop runs, and where the gates come from:
 
-        the layer's kernel is a library's (cuDNN)   that kernel; gates from h
+        the layer's kernel is a library's (cuDNN,   that kernel; gates from h
+          PyTorch's on a CPU)
         one cell, TensorFlow, no per-step dropout   the compiled loop
                                                     (`_fast_tf`), keeping them
         otherwise (JAX, PyTorch, a stack of cells,  the cells' steps in
@@ -218,6 +219,12 @@ def _route(layer, cells, mask, training) -> str:
     if training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in cells):
         return "scan"
     cell = cells[0]
+    if isinstance(layer, layer_module.LSTM):
+        # The kernel the layer runs outside a recording.
+        kernel = layer_module.sequence_kernel(layer, mask, training)
+        if kernel in ("cudnn", "torch"):
+            return "library"
+        return "compiled" if kernel == "compiled" else "scan"
     if (
         isinstance(cell, keras.layers.LSTMCell)
         and getattr(layer, "use_cudnn", None) in ("auto", True)

@@ -71,6 +71,11 @@ def _gradients(layer, inputs, **kwargs):
     trainable = [ops.convert_to_tensor(v.value) for v in layer.trainable_variables]
     fixed = [ops.convert_to_tensor(v.value) for v in layer.non_trainable_variables]
     flat_inputs = [ops.convert_to_tensor(x) for x in keras.tree.flatten(inputs)]
+    # Arrays as tensors: Keras's PyTorch loop reads a mask's tensor methods.
+    kwargs = {
+        k: ops.convert_to_tensor(v) if isinstance(v, np.ndarray) else v
+        for k, v in kwargs.items()
+    }
     projections = []
 
     def loss(trainable, flat_inputs):
@@ -101,7 +106,31 @@ def _gradients(layer, inputs, **kwargs):
         grad = jax.grad(loss, argnums=(0, 1), has_aux=True)
         (d_weights, d_inputs), outputs = grad(trainable, flat_inputs)
     else:
-        raise NotImplementedError(f"no gradient helper for backend {backend!r}")
+        import torch
+
+        trainable = [t.detach().clone().requires_grad_(True) for t in trainable]
+        flat_inputs = [x.detach().clone() for x in flat_inputs]
+        differentiable = [x for x in flat_inputs if x.is_floating_point()]
+        for x in differentiable:
+            x.requires_grad_(True)
+        total, outputs = loss(trainable, flat_inputs)
+        grads = torch.autograd.grad(
+            total, trainable + differentiable, allow_unused=True
+        )
+        d_weights = [
+            torch.zeros_like(t) if d is None else d
+            for t, d in zip(trainable, grads[: len(trainable)], strict=True)
+        ]
+        d_floats = iter(grads[len(trainable) :])
+        d_inputs = [
+            next(d_floats) if x.is_floating_point() else torch.zeros_like(x)
+            for x in flat_inputs
+        ]
+        d_inputs = [
+            torch.zeros_like(x) if d is None else d
+            for x, d in zip(flat_inputs, d_inputs, strict=True)
+        ]
+        outputs = [o.detach() for o in outputs]
     as_numpy = ops.convert_to_numpy
     return (
         [as_numpy(o) for o in outputs],

@@ -252,9 +252,15 @@ def test_sums_projections_says_whether_step_sees_only_their_sum(
     randomize(cell, rng)
     u_x, w_h, d = rng.normal(size=(3, BATCH, 4 * UNITS)).astype("float32")
     c = rng.normal(size=(BATCH, UNITS)).astype("float32")
+    u_x, w_h, d, c = (keras.ops.convert_to_tensor(a) for a in (u_x, w_h, d, c))
     before = cell.step(u_x, w_h, c)
     after = cell.step(u_x + d, w_h - d, c)
-    same = all(np.allclose(a, b, atol=1e-5) for a, b in zip(before, after, strict=True))
+    same = all(
+        np.allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-5
+        )
+        for a, b in zip(before, after, strict=True)
+    )
     assert same == cell._sums_projections
     assert cell._sums_projections == (variant != "layer_norm")
 

@@ -342,9 +342,15 @@ def test_the_choice_of_route(monkeypatch):
 
     lstm = keras.layers.LSTM(UNITS)
     stacked = keras.layers.RNN([keras.layers.LSTMCell(2), keras.layers.LSTMCell(2)])
-    loop = "compiled" if keras.backend.backend() == "tensorflow" else "scan"
+    backend = keras.backend.backend()
+    loop = "compiled" if backend == "tensorflow" else "scan"
     assert route(lstm) == loop
     assert route(keras_lstm.LSTM(UNITS, variant="peephole")) == loop
+    # Ours runs PyTorch's kernel on the PyTorch backend's CPU (no mask): the
+    # gates come from the h sequence it returns.
+    torch_kernel = "library" if backend == "torch" else loop
+    assert route(keras_lstm.LSTM(UNITS)) == torch_kernel
+    assert route(keras_lstm.LSTM(UNITS), mask=np.ones((2, 3), bool)) == loop
     assert route(keras.layers.LSTM(UNITS, unroll=True)) == "scan"
     assert route(stacked) == "scan"
     assert route(keras.layers.LSTM(UNITS, dropout=0.5), training=True) == "scan"
@@ -353,8 +359,11 @@ def test_the_choice_of_route(monkeypatch):
     assert route(lstm) == "library"
     assert route(keras.layers.LSTM(UNITS, use_cudnn=False)) == loop
     assert route(keras.layers.LSTM(UNITS, activation="relu")) == loop
-    # Ours never runs cuDNN: its own loop keeps the gates.
-    assert route(keras_lstm.LSTM(UNITS)) == loop
+    # So does ours, in its standard variant; cuDNN cannot run the others.
+    assert route(keras_lstm.LSTM(UNITS)) == "library"
+    # On a GPU, PyTorch's kernel would be cuDNN's: the loop runs instead.
+    assert route(keras_lstm.LSTM(UNITS, use_cudnn=False)) == loop
+    assert route(keras_lstm.LSTM(UNITS, variant="peephole")) == loop
 
 
 def _recorded_call(layer, *args, **kwargs):
