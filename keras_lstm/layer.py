@@ -9,8 +9,13 @@ from keras_lstm import _checks
 from keras_lstm.cell import LSTMCell
 
 
+# Keras's class, bound once: a program may rebind the name keras.layers.LSTM to
+# this layer, and the methods below must still reach Keras's and RNN's own.
+_KerasLSTM = keras.layers.LSTM
+
+
 @keras.saving.register_keras_serializable(package="keras_lstm")
-class LSTM(keras.layers.LSTM):
+class LSTM(_KerasLSTM):
     """Long short-term memory layer; a drop-in replacement for `keras.layers.LSTM`.
 
     A `keras.layers.LSTM` (a subclass) that runs `keras_lstm.LSTMCell` (see its
@@ -129,8 +134,7 @@ class LSTM(keras.layers.LSTM):
         )
         # keras.layers.LSTM.__init__ would make a keras.layers.LSTMCell: the
         # layer is set up as it sets itself up, around this cell.
-        keras.layers.RNN.__init__(
-            self,
+        super(_KerasLSTM, self).__init__(
             cell,
             return_sequences=return_sequences,
             return_state=return_state,
@@ -141,9 +145,7 @@ class LSTM(keras.layers.LSTM):
             **kwargs,
         )
         self.input_spec = keras.InputSpec(ndim=3)
-        self._use_cudnn = _checks.one_of(
-            "use_cudnn", use_cudnn, ("auto", True, False)
-        )
+        self._use_cudnn = _checks.one_of("use_cudnn", use_cudnn, ("auto", True, False))
         if keras.backend.backend() == "tensorflow" and _may_run_cudnn(self):
             # As keras.layers.LSTM: cuDNN's kernel is no XLA op.
             self.supports_jit = False
@@ -170,9 +172,7 @@ class LSTM(keras.layers.LSTM):
             mask = mask[0]
         kernel = sequence_kernel(self, mask, training)
         if kernel == "cudnn":
-            return keras.layers.LSTM.inner_loop(
-                self, sequences, initial_state, mask, training=training
-            )
+            return super().inner_loop(sequences, initial_state, mask, training=training)
         if self._use_cudnn is True and not _keras_can_use_cudnn(self, mask):
             # keras.layers.LSTM's error, where it raises it.
             raise ValueError(
@@ -183,8 +183,8 @@ class LSTM(keras.layers.LSTM):
             )
         cell = self.cell
         if kernel == "cell":
-            return keras.layers.RNN.inner_loop(
-                self, sequences, initial_state, mask, training=training
+            return super(_KerasLSTM, self).inner_loop(
+                sequences, initial_state, mask, training=training
             )
         if training and cell.dropout > 0:
             # The cell's mask for x_t, the same at every step.
@@ -246,7 +246,7 @@ class LSTM(keras.layers.LSTM):
         config["use_cudnn"] = self._use_cudnn
         # keras.layers.RNN's own settings; keras.layers.LSTM's would describe
         # a keras.layers.LSTMCell.
-        base_config = keras.layers.RNN.get_config(self)
+        base_config = super(_KerasLSTM, self).get_config()
         del base_config["cell"]
         return {**base_config, **config}
 

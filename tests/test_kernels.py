@@ -192,3 +192,19 @@ def test_second_derivatives_match_keras(rng, randomize):
     ):
         # float32 summed in two orders, twice differentiated (measured at most 4).
         assert_close_normwise(d_ours, d_theirs, 32)
+
+
+def test_the_cudnn_route_reaches_keras_even_where_the_name_is_rebound(
+    rng, randomize, monkeypatch
+):
+    # A program may set keras.layers.LSTM = keras_lstm.LSTM; the cuDNN route
+    # must still call Keras's own loop, not this layer's again. Without a GPU
+    # Keras's backend declines cuDNN and runs its loop over the cell.
+    ours, theirs = pair(rng, randomize)
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    expected = keras.ops.convert_to_numpy(theirs(x))
+    _faked_gpu(monkeypatch, True)
+    monkeypatch.setattr(keras.layers, "LSTM", keras_lstm.LSTM)
+    assert sequence_kernel(ours, None, False) == "cudnn"
+    # float32 summed in two orders (measured at most 5 roundings)
+    assert_close_normwise(keras.ops.convert_to_numpy(ours(x)), expected, 32)
