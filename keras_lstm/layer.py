@@ -8,7 +8,6 @@ from keras import ops
 from keras_lstm import _checks
 from keras_lstm.cell import LSTMCell
 
-
 # Keras's class, bound once: a program may rebind the name keras.layers.LSTM to
 # this layer, and the methods below must still reach Keras's and RNN's own.
 _KerasLSTM = keras.layers.LSTM
