@@ -270,12 +270,14 @@ def sequence_kernel(layer, mask, training) -> str:
                     kernel of torch.nn.LSTM
         "compiled"  TensorFlow, no `unroll`, no per-step dropout: the compiled
                     loop of `_fast_tf`
-        "hoisted"   elsewhere (JAX, PyTorch with a mask or a variant): the
+        "cell"      JAX, `unroll` on TensorFlow, and dropout masks drawn per
+                    step in training (recurrent dropout, implementation 1):
+                    Keras's loop over the cell. On JAX it measures faster than
+                    "hoisted", whose stored (time, batch, 4*units) projections
+                    and their gradient cost more in training than they save.
+        "hoisted"   PyTorch where its kernel cannot run (a mask, a variant): the
                     cell's step over time, with `U x_t` of every step computed
                     in one matmul before the loop
-        "cell"      `unroll` on TensorFlow, and dropout masks drawn per step in
-                    training (recurrent dropout, implementation 1): Keras's loop
-                    over the cell
 
     `benchmarks/backends.py` measures each against `keras.layers.LSTM`.
     """
@@ -290,9 +292,10 @@ def sequence_kernel(layer, mask, training) -> str:
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return "cell" if layer.unroll else "compiled"
+    if backend != "torch":
+        return "cell"
     if (
-        backend == "torch"
-        and mask is None
+        mask is None
         and cell.variant == "standard"
         and cudnn_equations(layer, bias=False)
         and not cudnn_device()

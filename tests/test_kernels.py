@@ -74,7 +74,7 @@ def test_the_choice_of_kernel(gpu, monkeypatch):
     def kernel(training=False, mask=None, **kwargs):
         return sequence_kernel(keras_lstm.LSTM(UNITS, **kwargs), mask, training)
 
-    loop = {"tensorflow": "compiled", "jax": "hoisted", "torch": "hoisted"}[BACKEND]
+    loop = {"tensorflow": "compiled", "jax": "cell", "torch": "hoisted"}[BACKEND]
     fastest = "cudnn" if gpu else {"torch": "torch"}.get(BACKEND, loop)
     assert kernel() == fastest
     assert kernel(go_backwards=True, return_state=True) == fastest
@@ -95,7 +95,7 @@ def test_the_choice_of_kernel(gpu, monkeypatch):
     # loop elsewhere.
     masked = "cudnn" if gpu and BACKEND == "tensorflow" else loop
     assert kernel(mask=mask) == masked
-    unrolled = "cell" if BACKEND == "tensorflow" else "hoisted"
+    unrolled = "hoisted" if BACKEND == "torch" else "cell"
     assert kernel(unroll=True) == unrolled
 
 
