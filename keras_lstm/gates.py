@@ -328,7 +328,7 @@ def unpack_gates(record: GateRecord, go_backwards: bool = False) -> dict:
     in reading order; before the first real step, `cell_state` and
     `hidden_state` hold the initial states and the gates zeros.
     """
-    packed = np.swapaxes(keras.ops.convert_to_numpy(record.packed), 0, 1)
+    packed = np.swapaxes(_as_numpy(record.packed), 0, 1)
     # packed: (batch, time, 6*units), reading order.
     batch, time = packed.shape[:2]
     if record.mask is None:
@@ -347,6 +347,14 @@ def unpack_gates(record: GateRecord, go_backwards: bool = False) -> dict:
     gates = dict(zip(GATES, np.split(packed, len(GATES), axis=-1), strict=True))
     gates["mask"] = mask
     return gates
+
+
+def _as_numpy(tensor):
+    """`tensor` as a NumPy array, without a copy where the backend allows
+    (Keras's PyTorch conversion copies; a CPU tensor's `numpy()` does not)."""
+    if keras.backend.backend() == "torch" and tensor.device.type == "cpu":
+        return tensor.detach().numpy()
+    return keras.ops.convert_to_numpy(tensor)
 
 
 # Karpathy, Johnson and Fei-Fei 2015: a gate is saturated below 0.1 or above 0.9.
