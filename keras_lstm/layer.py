@@ -145,7 +145,11 @@ class LSTM(_KerasLSTM):
         )
         self.input_spec = keras.InputSpec(ndim=3)
         self._use_cudnn = _checks.one_of("use_cudnn", use_cudnn, ("auto", True, False))
-        if keras.backend.backend() == "tensorflow" and _may_run_cudnn(self):
+        if (
+            keras.backend.backend() == "tensorflow"
+            and _may_run_cudnn(self)
+            and cudnn_device()
+        ):
             # As keras.layers.LSTM: cuDNN's kernel is no XLA op.
             self.supports_jit = False
 

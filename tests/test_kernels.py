@@ -99,12 +99,16 @@ def test_the_choice_of_kernel(gpu, monkeypatch):
     assert kernel(unroll=True) == unrolled
 
 
-def test_a_tensorflow_layer_that_may_run_cudnn_is_not_jit_compiled(monkeypatch):
-    # As keras.layers.LSTM: cuDNN's kernel is no XLA op.
-    _faked_gpu(monkeypatch, True)
-    expected = BACKEND != "tensorflow"
+@pytest.mark.parametrize("gpu", [False, True])
+def test_a_tensorflow_layer_that_may_run_cudnn_is_not_jit_compiled(gpu, monkeypatch):
+    # As keras.layers.LSTM: cuDNN's kernel is no XLA op. Without a GPU, the
+    # model keeps XLA (the compiled loop is one).
+    _faked_gpu(monkeypatch, gpu)
+    expected = not (gpu and BACKEND == "tensorflow")
     assert keras_lstm.LSTM(UNITS).supports_jit is expected
     assert keras_lstm.LSTM(UNITS, variant="peephole").supports_jit is True
+    if not gpu:
+        assert keras.layers.LSTM(UNITS).supports_jit is True
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's kernel")
