@@ -214,6 +214,11 @@ class GateReader:
                 inputs,
                 mask,
             )
+        if backend == "torch":
+            import torch
+
+            with torch.no_grad():  # as Keras's predict
+                return self._record(inputs, mask)
         if backend != "tensorflow":
             return self._record(inputs, mask)
         import tensorflow as tf

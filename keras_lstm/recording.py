@@ -171,6 +171,8 @@ def _record(layer, cells, inner_loop, sequences, initial_state, mask, training):
           PyTorch's on a CPU)
         one cell, TensorFlow, no per-step dropout   the compiled loop
                                                     (`_fast_tf`), keeping them
+        standard equations, PyTorch's CPU, no mask, a loop of PyTorch ops that
+          no autograd                               writes them as it goes
         otherwise (JAX, PyTorch, a stack of cells,  the cells' steps in
           an unrolled loop, dropout in training)    `keras.ops.scan`, keeping them
 
@@ -190,6 +192,8 @@ def _record(layer, cells, inner_loop, sequences, initial_state, mask, training):
             f"'{layer.name}': expected {expected}, as its kernel was built for"
         )
     route = _route(layer, cells, mask, training)
+    if route == "torch":
+        return _torch_gate_loop(layer, cells[0], sequences, states)
     if route == "scan":
         return _gate_loop(layer, cells, sequences, states, mask, training)
     if route == "compiled":
@@ -210,7 +214,7 @@ def _record(layer, cells, inner_loop, sequences, initial_state, mask, training):
 
 
 def _route(layer, cells, mask, training) -> str:
-    """ "library", "compiled" or "scan": see `_record`."""
+    """ "library", "compiled", "torch" or "scan": see `_record`."""
     from keras_lstm import layer as layer_module
 
     stacked = isinstance(layer.cell, keras.layers.StackedRNNCells)
@@ -219,6 +223,15 @@ def _route(layer, cells, mask, training) -> str:
     if training and any(c.dropout > 0 or c.recurrent_dropout > 0 for c in cells):
         return "scan"
     cell = cells[0]
+    if (
+        keras.backend.backend() == "torch"
+        and mask is None
+        and _equations(cell).variant == "standard"
+        and layer_module.cudnn_equations(layer, bias=False)
+        and not layer_module.cudnn_device()
+        and not _grad_enabled()
+    ):
+        return "torch"
     if isinstance(layer, layer_module.LSTM):
         # The kernel the layer runs outside a recording.
         kernel = layer_module.sequence_kernel(layer, mask, training)
@@ -237,6 +250,55 @@ def _route(layer, cells, mask, training) -> str:
     if layer_module._fast_path_applies(cell, layer.unroll, training):
         return "compiled"
     return "scan"
+
+
+def _grad_enabled() -> bool:
+    import torch
+
+    return torch.is_grad_enabled()
+
+
+def _torch_gate_loop(layer, cell, sequences, states):
+    """The standard equations' loop in PyTorch ops, each step's gates written
+    straight into the record: on a CPU about as fast as `torch._VF.lstm`,
+    which keeps only h (`benchmarks/gates_cost.py`). What `keras.layers.RNN`
+    would compute, and the cell's `GateRecord`. No mask, no autograd (the ops
+    write into slices of one tensor)."""
+    import torch
+
+    x, _ = _reading_order(layer, cell, sequences, None)
+    dtype = x.dtype
+    h, c = (ops.cast(s, dtype) for s in states)
+    h0, c0 = h, c
+    n = cell.units
+
+    def in_gates_order(a):  # columns i, f, g, o -> i, f, o, g, as `GATES`
+        a = ops.convert_to_tensor(a, dtype)
+        return torch.cat([a[..., : 2 * n], a[..., 3 * n :], a[..., 2 * n : 3 * n]], -1)
+
+    kernel, recurrent_kernel = map(in_gates_order, (cell.kernel, cell.recurrent_kernel))
+    u_x = torch.matmul(x.transpose(0, 1), kernel)  # (time, batch, 4*units)
+    if cell.use_bias:
+        u_x += in_gates_order(cell.bias)
+    packed = torch.empty((*u_x.shape[:2], 6 * n), dtype=dtype, device=u_x.device)
+    for t in range(u_x.shape[0]):
+        out = packed[t]  # i, f, o, g, c, h
+        z = out[:, : 4 * n]
+        torch.addmm(u_x[t], h, recurrent_kernel, out=z)
+        sigmoids, g = z[:, : 3 * n], z[:, 3 * n :]
+        torch.sigmoid(sigmoids, out=sigmoids)
+        torch.tanh(g, out=g)
+        c_t, h_t = out[:, 4 * n : 5 * n], out[:, 5 * n :]
+        torch.mul(z[:, n : 2 * n], c, out=c_t)
+        c_t.addcmul_(z[:, :n], g)
+        torch.tanh(c_t, out=h_t)
+        h_t.mul_(z[:, 2 * n : 3 * n])
+        h, c = h_t, c_t
+    outputs, last_output = _as_outputs(
+        layer, packed[..., 5 * n :].transpose(0, 1), None
+    )
+    result = (last_output, outputs, [h, c])
+    return result, (GateRecord(packed, None, (h0, c0)),)
 
 
 def _twin(cell) -> LSTMCell:

@@ -354,6 +354,16 @@ def test_the_choice_of_route(monkeypatch):
     assert route(keras.layers.LSTM(UNITS, unroll=True)) == "scan"
     assert route(stacked) == "scan"
     assert route(keras.layers.LSTM(UNITS, dropout=0.5), training=True) == "scan"
+    if backend == "torch":
+        import torch
+
+        # Without autograd (as gate_activations runs), PyTorch ops write each
+        # step's gates as they go, for Keras's layer and ours alike.
+        with torch.no_grad():
+            assert route(lstm) == "torch"
+            assert route(keras_lstm.LSTM(UNITS)) == "torch"
+            assert route(keras_lstm.LSTM(UNITS, variant="cifg")) == "scan"
+            assert route(lstm, mask=np.ones((2, 3), bool)) == "scan"
     # Where cuDNN can run (a GPU), the layer keeps its kernel.
     monkeypatch.setattr(keras_lstm.layer, "cudnn_device", lambda: True)
     assert route(lstm) == "library"
