@@ -165,10 +165,7 @@ class GateReader:
                 go_backwards = self.sources[key][0].go_backwards
                 gates = unpack_gates(record, go_backwards)
                 if key not in results:
-                    results[key] = {
-                        name: np.empty((samples, *a.shape[1:]), a.dtype)
-                        for name, a in gates.items()
-                    }
+                    results[key] = _empty_like_gates(gates, samples)
                 for name, values in gates.items():
                     results[key][name][start:stop] = values[: stop - start]
 
@@ -282,6 +279,17 @@ class GateReader:
             isinstance(layer, keras.layers.RNN) and layer.stateful
             for layer in target._flatten_layers(include_self=True, recursive=True)
         )
+
+
+def _empty_like_gates(gates, samples) -> dict:
+    """Arrays for `samples` of each of a batch's `gates`: the six gates are
+    views of one block, allocated at once (fewer page faults than six)."""
+    block = np.empty(
+        (len(GATES), samples, *gates[GATES[0]].shape[1:]), gates[GATES[0]].dtype
+    )
+    result = {name: block[k] for k, name in enumerate(GATES)}
+    result["mask"] = np.empty((samples, *gates["mask"].shape[1:]), bool)
+    return result
 
 
 def _bidirectionals(model_or_layer) -> list:
