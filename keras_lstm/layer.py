@@ -274,14 +274,15 @@ def sequence_kernel(layer, mask, training) -> str:
                     kernel of torch.nn.LSTM
         "compiled"  TensorFlow, no `unroll`, no per-step dropout: the compiled
                     loop of `_fast_tf`
-        "cell"      JAX, `unroll` on TensorFlow, and dropout masks drawn per
-                    step in training (recurrent dropout, implementation 1):
-                    Keras's loop over the cell. On JAX it measures faster than
-                    "hoisted", whose stored (time, batch, 4*units) projections
-                    and their gradient cost more in training than they save.
-        "hoisted"   PyTorch where its kernel cannot run (a mask, a variant): the
-                    cell's step over time, with `U x_t` of every step computed
-                    in one matmul before the loop
+        "hoisted"   elsewhere (JAX's inference, PyTorch where its kernel
+                    cannot run: a mask, a variant): the cell's step over time,
+                    with `U x_t` of every step computed in one matmul first
+        "cell"      JAX's training, `unroll` on TensorFlow, and dropout masks
+                    drawn per step in training (recurrent dropout,
+                    implementation 1): Keras's loop over the cell. JAX trains
+                    faster with it than with "hoisted", whose stored (time,
+                    batch, 4*units) projections and their gradient cost more
+                    than they save there.
 
     `benchmarks/backends.py` measures each against `keras.layers.LSTM`.
     """
@@ -296,6 +297,8 @@ def sequence_kernel(layer, mask, training) -> str:
     backend = keras.backend.backend()
     if backend == "tensorflow":
         return "cell" if layer.unroll else "compiled"
+    if backend == "jax":
+        return "cell" if training else "hoisted"
     if backend != "torch":
         return "cell"
     if (
@@ -371,12 +374,13 @@ def _hoisted_loop(layer, sequences, initial_state, mask):
     """The cell's step over time with `U x_t` of every step computed first, in
     one matmul (dropout on x_t, if any, applied by the caller): what
     `keras.layers.RNN`'s loop computes, with one matmul per step instead of two.
-    Returns what `keras.backend.rnn` returns."""
+    The loop runs time-major, so that the projections (4*units wide) are laid
+    out step by step from the start. Returns what `keras.backend.rnn` returns."""
     cell = layer.cell
-    x = ops.cast(sequences, cell.compute_dtype)
-    u_x = ops.matmul(x, cell.kernel)  # (batch, time, 4*units)
+    x = ops.transpose(ops.cast(sequences, cell.compute_dtype), (1, 0, 2))
+    u_x = ops.matmul(x, cell.kernel)  # (time, batch, 4*units)
     if mask is not None:
-        mask = ops.convert_to_tensor(mask, "bool")
+        mask = ops.transpose(ops.convert_to_tensor(mask, "bool"))
 
     def step(u_x_t, states):
         h_prev, c_prev = states
@@ -388,7 +392,7 @@ def _hoisted_loop(layer, sequences, initial_state, mask):
     # Keras keeps out of its public API.
     from keras.src.backend import rnn
 
-    return rnn(
+    last_output, outputs, states = rnn(
         step,
         u_x,
         list(initial_state),
@@ -396,9 +400,11 @@ def _hoisted_loop(layer, sequences, initial_state, mask):
         mask=mask,
         unroll=layer.unroll,
         input_length=sequences.shape[1],
+        time_major=True,
         zero_output_for_mask=layer.zero_output_for_mask,
         return_all_outputs=layer.return_sequences,
     )
+    return last_output, ops.transpose(outputs, (1, 0, 2)), states
 
 
 def _keras_can_use_cudnn(layer, mask) -> bool:
