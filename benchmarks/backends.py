@@ -57,28 +57,13 @@ import time
 
 BATCH, TIME, FEATURES, UNITS = 64, 100, 32, 128
 BATCHES, QUICK_BATCHES = 8, 3
+# The same CPU line as every benchmark here (this script's folder is on sys.path).
+from gates_cost import cpu_description  # noqa: E402
+
 BACKENDS = ("tensorflow", "jax", "torch")
 VARIANT_BACKENDS = ("tensorflow", "jax")
 KERAS, OURS, TORCH = "keras.layers.LSTM", "keras_lstm.LSTM", "torch.nn.LSTM"
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cpu_description():
-    """The CPU's model name, core count and the vector flags that matter here."""
-    name, flags = "unknown CPU", []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and name == "unknown CPU":
-                    name = line.split(":", 1)[1].strip()
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    break
-    except OSError:
-        pass
-    wanted = ("avx", "avx2", "fma", "avx512f", "avx512_bf16", "amx_tile")
-    shown = " ".join(flag for flag in wanted if flag in flags) or "unknown"
-    return f"{name}, {os.cpu_count()} cores, flags: {shown}"
 
 
 def versions():
