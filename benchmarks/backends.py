@@ -55,11 +55,11 @@ import subprocess
 import sys
 import time
 
+# The same CPU line as every benchmark here (this script's folder is on sys.path).
+from gates_cost import cpu_description
+
 BATCH, TIME, FEATURES, UNITS = 64, 100, 32, 128
 BATCHES, QUICK_BATCHES = 8, 3
-# The same CPU line as every benchmark here (this script's folder is on sys.path).
-from gates_cost import cpu_description  # noqa: E402
-
 BACKENDS = ("tensorflow", "jax", "torch")
 VARIANT_BACKENDS = ("tensorflow", "jax")
 KERAS, OURS, TORCH = "keras.layers.LSTM", "keras_lstm.LSTM", "torch.nn.LSTM"
