@@ -60,7 +60,9 @@ def rate(name, value):
 
 
 def one_of(name, value, choices):
-    if value not in choices:
+    # `True == 1`: a bool is one of the choices only where a bool is listed.
+    same_kind = not isinstance(value, bool) or any(c is value for c in choices)
+    if not same_kind or value not in choices:
         raise _invalid(name, f"one of {', '.join(map(repr, choices))}", value)
     return value
 

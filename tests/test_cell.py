@@ -317,6 +317,8 @@ def test_cell_weights_have_documented_shapes():
         ),
         ({"units": UNITS, "variant": "nope"}, "variant", "nope"),
         ({"units": UNITS, "implementation": 3}, "implementation", "3"),
+        # True == 1, but a bool is no implementation number.
+        ({"units": UNITS, "implementation": True}, "implementation", "True"),
     ],
 )
 @pytest.mark.parametrize("cls", [LSTMCell, keras_lstm.LSTM])
