@@ -364,9 +364,13 @@ def unpack_gates(record: GateRecord, go_backwards: bool = False) -> dict:
 
 def _as_numpy(tensor):
     """`tensor` as a NumPy array, without a copy where the backend allows
-    (Keras's PyTorch conversion copies; a CPU tensor's `numpy()` does not)."""
-    if keras.backend.backend() == "torch" and tensor.device.type == "cpu":
+    (Keras's conversions copy; a CPU tensor's `numpy()` and `np.asarray` of a
+    JAX array on the CPU do not)."""
+    backend = keras.backend.backend()
+    if backend == "torch" and tensor.device.type == "cpu":
         return tensor.detach().numpy()
+    if backend == "jax":
+        return np.asarray(tensor)
     return keras.ops.convert_to_numpy(tensor)
 
 
