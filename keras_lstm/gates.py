@@ -400,6 +400,13 @@ def saturation(
     if len(values) == 0:
         units = gates[gate].shape[-1]
         return np.zeros(units), np.zeros(units)
-    left = np.mean(values < LEFT_SATURATED, axis=0)
-    right = np.mean(values > RIGHT_SATURATED, axis=0)
-    return left, right
+    return saturated_fractions(values)
+
+
+def saturated_fractions(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per unit (last axis), the fractions of `values` (steps, units) below 0.1
+    and above 0.9."""
+    return (
+        np.mean(values < LEFT_SATURATED, axis=0),
+        np.mean(values > RIGHT_SATURATED, axis=0),
+    )

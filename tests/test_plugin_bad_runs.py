@@ -212,7 +212,7 @@ def test_decode_gates_refuses_a_bad_blob_before_allocating(run):
 
 
 def test_decode_gates_reads_back_what_write_layer_packs():
-    packed = summary.pack_gates({g: v for g, v in zip(GATES, gates(), strict=True)})
+    packed = summary.stack_gates({g: v for g, v in zip(GATES, gates(), strict=True)})
     decoded = summary.decode_gates(summary.encode_array(packed))
     assert decoded.dtype == np.float16
     np.testing.assert_array_equal(decoded, packed)

@@ -8,6 +8,8 @@ import sys
 import keras
 import numpy as np
 
+from keras_lstm.tensorboard.callback import finite_logs
+
 
 class TextSamples(keras.callbacks.Callback):
     """Writes text sampled from a character model to TensorBoard's text dashboard.
@@ -70,7 +72,7 @@ class TextSamples(keras.callbacks.Callback):
         ]
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.freq or not _finite(logs):
+        if (epoch + 1) % self.freq or not finite_logs(logs):
             return
         import tensorflow as tf
 
@@ -93,10 +95,6 @@ class TextSamples(keras.callbacks.Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-
-
-def _finite(logs) -> bool:
-    return all(np.isfinite(float(v)) for v in (logs or {}).values())
 
 
 def _markdown(text: str) -> str:

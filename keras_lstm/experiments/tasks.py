@@ -35,7 +35,6 @@ from keras_lstm import ArgumentError
 TASKS = ("adding", "copy", "order", "text", "npz")
 # The tasks whose sequence length `seq_len` chooses; npz keeps the file's.
 LENGTH_TASKS = ("adding", "copy", "order", "text")
-KINDS = ("regression", "classification", "sequence_classification", "language_model")
 
 # Copy memory (Arjovsky et al. 2016): remember 10 symbols drawn from 8.
 COPY_LENGTH = 10

@@ -121,14 +121,14 @@ class GateTensorBoard(keras.callbacks.Callback):
         self._reader = GateReader(self.model)
 
     def on_epoch_end(self, epoch, logs=None):
-        if not _finite(logs):
+        if not finite_logs(logs):
             return  # A diverged model (TerminateOnNaN) has no gates worth drawing.
         self._epoch = epoch
         if (epoch + 1) % self.freq == 0:
             self.write(epoch)
 
     def on_train_end(self, logs=None):
-        if self._epoch is not None and _finite(logs):
+        if self._epoch is not None and finite_logs(logs):
             self.write(self._epoch)
         self.close()
 
@@ -250,5 +250,6 @@ def _png_size(png: bytes) -> tuple[int, int]:
     return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
 
 
-def _finite(logs) -> bool:
+def finite_logs(logs) -> bool:
+    """Whether every value of an epoch's `logs` is finite (no diverged loss)."""
     return all(np.isfinite(float(v)) for v in (logs or {}).values())

@@ -37,7 +37,7 @@ from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
 from keras_lstm.cell import GATES
-from keras_lstm.gates import LEFT_SATURATED, RIGHT_SATURATED, SIGMOID_GATES
+from keras_lstm.gates import SIGMOID_GATES, saturated_fractions
 from keras_lstm.tensorboard.summary import (
     GATES_TAG,
     LABELS_TAG,
@@ -506,10 +506,11 @@ def unit_statistics(values: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarra
     means = (values * weights).sum(axis=1) / np.maximum(counts, 1)
     variances = (((values - means[:, None]) * weights) ** 2).sum(axis=1)
     std = np.sqrt(variances / np.maximum(counts, 1))[present]
+    left, right = saturated_fractions(kept)
     return {
         "mean": kept.mean(axis=0),
-        "left_saturated": np.mean(kept < LEFT_SATURATED, axis=0),
-        "right_saturated": np.mean(kept > RIGHT_SATURATED, axis=0),
+        "left_saturated": left,
+        "right_saturated": right,
         "variation": std.mean(axis=0),
     }
 

@@ -84,7 +84,7 @@ def _metadata(description: str, data_class: str, content: dict | None = None):
     )
 
 
-def pack_gates(gates: dict[str, np.ndarray]) -> np.ndarray:
+def stack_gates(gates: dict[str, np.ndarray]) -> np.ndarray:
     """One layer's gates (as `gate_activations` returns them) as float16
     `(6, batch, time, units)`, in `GATES` order."""
     return np.stack([np.asarray(gates[g], dtype=GATES_DTYPE) for g in GATES])
@@ -199,7 +199,7 @@ def write_layer(layer: str, gates: dict[str, np.ndarray]) -> None:
     """
     import tensorflow as tf
 
-    packed = pack_gates(gates)
+    packed = stack_gates(gates)
     tf.summary.write(
         f"{layer}/{GATES_TAG}",
         tf.constant([encode_array(packed)]),
