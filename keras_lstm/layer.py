@@ -270,8 +270,8 @@ def sequence_kernel(layer, mask, training) -> str:
         "cudnn"     standard variant, where keras.layers.LSTM would run cuDNN
                     (a GPU; its `inner_loop` runs it, Keras's checks included)
         "torch"     PyTorch backend on the CPU, standard variant with tanh and
-                    sigmoid, no mask, no per-step dropout: torch._VF.lstm, the
-                    kernel of torch.nn.LSTM
+                    sigmoid, no mask, no per-step dropout, not being compiled:
+                    torch._VF.lstm, the kernel of torch.nn.LSTM
         "compiled"  TensorFlow, no `unroll`, no per-step dropout: the compiled
                     loop of `_fast_tf`
         "hoisted"   elsewhere (JAX's inference, PyTorch where its kernel
@@ -306,9 +306,20 @@ def sequence_kernel(layer, mask, training) -> str:
         and cell.variant == "standard"
         and cudnn_equations(layer, bias=False)
         and not cudnn_device()
+        and not _torch_tracing()
     ):
         return "torch"
     return "hoisted"
+
+
+def _torch_tracing() -> bool:
+    """Whether PyTorch is tracing or compiling the call (`jit_compile=True`
+    compiles the train step with torch.compile): its oneDNN LSTM op takes no
+    traced tensors there, so the loop of plain ops runs instead."""
+    import torch
+
+    compiling = getattr(torch.compiler, "is_compiling", lambda: False)()
+    return compiling or torch.jit.is_tracing()
 
 
 def _fast_path_applies(cell, unroll, training) -> bool:

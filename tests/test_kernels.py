@@ -218,3 +218,30 @@ def test_the_cudnn_route_reaches_keras_even_where_the_name_is_rebound(
     assert sequence_kernel(ours, None, False) == "cudnn"
     # float32 summed in two orders (measured at most 5 roundings)
     assert_close_normwise(keras.ops.convert_to_numpy(ours(x)), expected, 32)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="torch.compile")
+def test_a_compiled_pytorch_train_step_gives_keras_losses():
+    # jit_compile=True compiles the train step with torch.compile, which cannot
+    # trace PyTorch's oneDNN LSTM op: the layer's plain loop runs there.
+    x = np.random.default_rng(0).normal(size=(16, 5, FEATURES)).astype("float32")
+    y = np.random.default_rng(1).normal(size=(16, 1)).astype("float32")
+    losses = []
+    for layer in (keras.layers.LSTM, keras_lstm.LSTM):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential(
+            [keras.Input((5, FEATURES)), layer(UNITS), keras.layers.Dense(1)]
+        )
+        model.compile("adam", "mse", jit_compile=True)
+        history = model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+        losses.append(history.history["loss"])
+    # float32 losses after two compiled steps each (measured 1e-8 apart).
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-5)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's kernel")
+def test_pytorch_kernel_is_not_used_while_tracing(monkeypatch):
+    layer = keras_lstm.LSTM(UNITS)
+    assert sequence_kernel(layer, None, False) == "torch"
+    monkeypatch.setattr(layer_module, "_torch_tracing", lambda: True)
+    assert sequence_kernel(layer, None, False) == "hoisted"
