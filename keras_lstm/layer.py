@@ -287,10 +287,7 @@ def sequence_kernel(layer, mask, training) -> str:
     `benchmarks/backends.py` measures each against `keras.layers.LSTM`.
     """
     cell = layer.cell
-    masks_per_step = cell.recurrent_dropout > 0 or (
-        cell.dropout > 0 and cell.implementation == 1
-    )
-    if training and masks_per_step:
+    if training and _masks_per_step(cell):
         return "cell"
     if _may_run_cudnn(layer) and _keras_can_use_cudnn(layer, mask) and cudnn_device():
         return "cudnn"
@@ -326,14 +323,17 @@ def _fast_path_applies(cell, unroll, training) -> bool:
     """Whether `cell`'s sequence runs through `_fast_tf` rather than the cell
     loop: TensorFlow, no `unroll`, and no dropout mask drawn per step in training
     (on h_{t-1}, or on x_t per gate with implementation 1)."""
-    masks_per_step = cell.recurrent_dropout > 0 or (
-        cell.dropout > 0 and cell.implementation == 1
-    )
     return (
         keras.backend.backend() == "tensorflow"
         and not unroll
-        and not (training and masks_per_step)
+        and not (training and _masks_per_step(cell))
     )
+
+
+def _masks_per_step(cell) -> bool:
+    """Whether the cell draws dropout masks inside the step in training: on
+    h_{t-1}, or on x_t per gate (implementation 1)."""
+    return cell.recurrent_dropout > 0 or (cell.dropout > 0 and cell.implementation == 1)
 
 
 def _may_run_cudnn(layer) -> bool:
