@@ -179,12 +179,13 @@ def _masked_step(cell, ux_t, wh_t, mask_t, h, c, weights):
     out of the step: at a row where mask_t (b, 1) is False, the previous ones
     (keras.backend.rnn), which the packed c and h are too.
     """
-    i, f, g, o, c_t, h_t = cell.step(ux_t, wh_t, c, weights)
+    gates = cell.step(ux_t, wh_t, c, weights)
+    c_t, h_t = gates.cell_state, gates.hidden_state
     if mask_t is not None:
         h_t = tf.where(mask_t, h_t, h)
         c_t = tf.where(mask_t, c_t, c)
-    gates = tf.concat([i, f, o, g, c_t, h_t], axis=-1)
-    return gates, h_t, c_t
+    packed = tf.concat(list(gates._replace(cell_state=c_t, hidden_state=h_t)), -1)
+    return packed, h_t, c_t
 
 
 def _chunk_matmul(a, b, transpose_b=False):

@@ -2,40 +2,69 @@ r"""The LSTM cell: one step of the equations, in `keras.ops` only."""
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import keras
 from keras import ops
 
 from keras_lstm import _checks
 
-VARIANTS = (
-    "standard",
-    "peephole",
-    "cifg",
-    "layer_norm",
-    "no_input_gate",
-    "no_forget_gate",
-    "no_output_gate",
-    "no_input_activation",
-    "no_output_activation",
-)
 
-GATES = (
-    "input_gate",
-    "forget_gate",
-    "output_gate",
-    "candidate",
-    "cell_state",
-    "hidden_state",
-)
+class Spec(NamedTuple):
+    """The switches a variant sets in the equations (all off: the standard LSTM).
 
-
-def pack_gates(i, f, g, o, c, h):
-    """The values of one step side by side in `GATES` order: (batch, 6*units).
-
-    `keras_lstm.gates.unpack_gates` splits them again; `_fast_tf` packs the same
-    order.
+    Each switch changes the equations on its own; a variant is one of them set
+    (`SPECS`). The `LSTMCell` docstring writes out what each one does.
     """
-    return ops.concatenate([i, f, o, g, c, h], axis=-1)
+
+    input_gate: bool = True  # False: i_t = 1
+    forget_gate: bool = True  # False: f_t = 1
+    output_gate: bool = True  # False: o_t = 1
+    coupled: bool = False  # f_t = 1 - i_t
+    peephole: bool = False  # i and f read c_{t-1}, o reads c_t
+    layer_norm: bool = False  # LN of U x_t, W h_{t-1} and c_t
+    input_activation: bool = True  # False: g_t = z_g, no tanh
+    output_activation: bool = True  # False: h_t = o_t * c_t, no tanh
+
+    @property
+    def gates_read_z(self) -> bool:
+        """Whether i, f and o are the activation of z's quarters as they come."""
+        return self._replace(input_activation=True, output_activation=True) == Spec()
+
+
+SPECS = {
+    "standard": Spec(),
+    "peephole": Spec(peephole=True),
+    "cifg": Spec(coupled=True),
+    "layer_norm": Spec(layer_norm=True),
+    "no_input_gate": Spec(input_gate=False),
+    "no_forget_gate": Spec(forget_gate=False),
+    "no_output_gate": Spec(output_gate=False),
+    "no_input_activation": Spec(input_activation=False),
+    "no_output_activation": Spec(output_activation=False),
+}
+VARIANTS = tuple(SPECS)
+
+
+class StepGates(NamedTuple):
+    """What one step computes, each `(batch, units)`, in the order every report
+    of gates uses (`GATES`)."""
+
+    input_gate: Any
+    forget_gate: Any
+    output_gate: Any
+    candidate: Any
+    cell_state: Any
+    hidden_state: Any
+
+
+GATES = StepGates._fields
+
+
+def pack_gates(gates):
+    """The six values of `StepGates` (or of a sequence in `GATES` order) side by
+    side: (..., 6*units). `keras_lstm.gates.unpack_gates` splits them again."""
+    return ops.concatenate(list(gates), axis=-1)
 
 
 # keras.layers.RNN draws a cell's dropout masks once per batch, before its loop,
@@ -229,11 +258,11 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
                 regularizer=self.bias_regularizer,
                 constraint=self.bias_constraint,
             )
-        if self.variant == "peephole":
+        if self.spec.peephole:
             self.peephole = self.add_weight(
                 shape=(3 * units,), name="peephole", initializer="zeros"
             )
-        if self.variant == "layer_norm":
+        if self.spec.layer_norm:
             for name, size in (("input", 4), ("recurrent", 4), ("cell", 1)):
                 gamma = self.add_weight(
                     shape=(size * units,), name=f"{name}_norm_gamma", initializer="ones"
@@ -263,8 +292,8 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
     def call(self, inputs, states, training=False):
         h_prev, c_prev = states
         u_x, w_h = self.projections(inputs, h_prev, training=training)
-        i, f, g, o, c, h = self.step(u_x, w_h, c_prev)
-        return h, [h, c]
+        gates = self.step(u_x, w_h, c_prev)
+        return gates.hidden_state, [gates.hidden_state, gates.cell_state]
 
     def projections(self, x, h_prev, training=False):
         """`U x_t` and `W h_{t-1}`, each `(batch, 4*units)`, without the bias.
@@ -282,7 +311,7 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
             _dropped_matmul(h_prev, self.recurrent_kernel, h_mask),
         )
 
-    def step(self, u_x, w_h, c_prev, weights=None):
+    def step(self, u_x, w_h, c_prev, weights=None) -> StepGates:
         """The equations, from the projections `U x_t` and `W h_{t-1}`.
 
         Args:
@@ -294,94 +323,79 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
                 compiled sequence loop passes them in, to differentiate them).
 
         Returns:
-            `(i, f, g, o, c, h)`, each of shape `(batch, units)`; a gate the
-            variant removes is returned as its constant.
+            `StepGates(i, f, o, g, c, h)`, each of shape `(batch, units)`; a
+            gate the variant removes is its constant.
         """
         if weights is None:
             weights = {name: getattr(self, name) for name in self.step_weight_names()}
-        variant = self.variant
+        spec = self.spec
         sigmoid, tanh = self.recurrent_activation, self.activation
-        if variant == "layer_norm":
-            u_x = self._layer_norm(
-                u_x, weights["input_norm_gamma"], weights["input_norm_beta"], 4
-            )
-            w_h = self._layer_norm(
-                w_h, weights["recurrent_norm_gamma"], weights["recurrent_norm_beta"], 4
-            )
+        if spec.layer_norm:
+            u_x = self._layer_norm(u_x, weights, "input", 4)
+            w_h = self._layer_norm(w_h, weights, "recurrent", 4)
         z = u_x + w_h
         if self.use_bias:
             z = z + weights["bias"]
         z_i, z_f, z_g, z_o = ops.split(z, 4, axis=-1)
-        if variant == "peephole":
+        if spec.peephole:
             p_i, p_f, p_o = ops.split(weights["peephole"], 3)
-            i, f = self._gates(z_i + p_i * c_prev, z_f + p_f * c_prev)
-        elif variant in ("standard", "no_input_activation", "no_output_activation"):
-            i, f, o = self._gates(z_i, z_f, z_o, whole=z)
+            z_i, z_f = z_i + p_i * c_prev, z_f + p_f * c_prev
+        if self._activates_whole_z:
+            # XLA compiles one activation of all of z into one vectorised loop, of
+            # its slices into scalar code (benchmarks/chains.py); g's is unused.
+            i, f, _, o = ops.split(sigmoid(z), 4, axis=-1)
         else:
-            i, f, o = self._gates(z_i, z_f, z_o)
+            i, f = sigmoid(z_i), sigmoid(z_f)
         one = ops.ones_like(c_prev)
-        if variant == "no_input_gate":
+        if not spec.input_gate:
             i = one
-        if variant == "cifg":
+        if spec.coupled:
             f = one - i
-        elif variant == "no_forget_gate":
+        if not spec.forget_gate:
             f = one
-        g = z_g if variant == "no_input_activation" else tanh(z_g)
+        g = tanh(z_g) if spec.input_activation else z_g
         c = f * c_prev + i * g
-        if variant == "peephole":
-            o = sigmoid(z_o + p_o * c)
-        elif variant == "no_output_gate":
-            o = one
-        if variant == "layer_norm":
-            c_norm = self._layer_norm(
-                c, weights["cell_norm_gamma"], weights["cell_norm_beta"], 1
-            )
-            h = o * tanh(c_norm)
-        elif variant == "no_output_activation":
-            h = o * c
-        else:
-            h = o * tanh(c)
-        return i, f, g, o, c, h
+        if spec.peephole:
+            z_o = z_o + p_o * c
+        if not self._activates_whole_z:
+            o = sigmoid(z_o) if spec.output_gate else one
+        c_out = self._layer_norm(c, weights, "cell", 1) if spec.layer_norm else c
+        h = o * (tanh(c_out) if spec.output_activation else c_out)
+        return StepGates(i, f, o, g, c, h)
+
+    @property
+    def spec(self) -> Spec:
+        """The switches of the cell's variant."""
+        return SPECS[self.variant]
 
     @property
     def _sums_projections(self) -> bool:
         """Whether `step` uses `u_x` and `w_h` only through `u_x + w_h`, so that
         their gradients are one: every variant but layer_norm, which normalises
         each. The compiled backward pass then keeps one gradient per step."""
-        return self.variant != "layer_norm"
+        return not self.spec.layer_norm
 
-    def _gates(self, *z, whole=None):
-        """`recurrent_activation` of each of `z`.
-
-        An element-wise activation is called once: on `whole`, all four gates'
-        z of which `z` are slices, where given, else on the concatenation of `z`.
-        The same numbers, in fewer compiled loops: XLA compiles a concatenation
-        of slices into scalar code, and one activation of `whole` into one
-        vectorised loop, the g quarter computed in vain included. Measured with
-        XLA on a CPU, a forward step alone with its matmul, batch 32, 128 units:
-        whole 96-108 microseconds, the concatenation of i, f and o 158-173,
-        separate calls 165-190 (in whole runs: a training epoch of 8-row chains
-        about 20% faster, 32-row chains unchanged). Variants that drop a gate or
-        normalise z ran slower on `whole` in their backward pass (its gradient
-        concatenates zeros), so `step` gives it only where all four gates are
-        used as they come. Not for an activation whose derivative can overflow:
-        the gradient of the unused quarter would be 0 * inf.
-        """
-        activation = self.recurrent_activation
-        name = _ELEMENTWISE.get(id(activation))
-        if name is None:
-            return [activation(a) for a in z]
-        if whole is not None and name != "exponential":
-            i, f, _, o = ops.split(activation(whole), 4, axis=-1)
-            return i, f, o
-        return ops.split(activation(ops.concatenate(z, axis=-1)), len(z), axis=-1)
+    @property
+    def _activates_whole_z(self) -> bool:
+        """Whether `step` takes i, f and o from one activation of all four
+        gates' z: on TensorFlow, whose compiled loop runs the step under XLA,
+        where i, f and o read z as they come (a gradient through the unused g
+        quarter of variants that drop a gate or normalise z costs more than it
+        saves), and for an element-wise activation whose derivative cannot
+        overflow (the unused quarter's gradient would be 0 * inf)."""
+        name = _ELEMENTWISE.get(id(self.recurrent_activation))
+        return (
+            keras.backend.backend() == "tensorflow"
+            and self.spec.gates_read_z
+            and name not in (None, "exponential")
+        )
 
     def step_weight_names(self) -> tuple[str, ...]:
         """The weights `step` uses (all but `kernel` and `recurrent_kernel`)."""
         names = ("bias",) if self.use_bias else ()
-        if self.variant == "peephole":
+        if self.spec.peephole:
             names += ("peephole",)
-        if self.variant == "layer_norm":
+        if self.spec.layer_norm:
             names += tuple(
                 f"{part}_norm_{kind}"
                 for part in ("input", "recurrent", "cell")
@@ -389,12 +403,14 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
             )
         return names
 
-    def _layer_norm(self, a, gamma, beta, groups):
-        # (batch, groups*units) -> normalised per gate over its units.
+    def _layer_norm(self, a, weights, part, groups):
+        # (batch, groups*units) -> normalised per gate over its units, with
+        # the `<part>_norm_gamma` and `<part>_norm_beta` weights.
         a = ops.reshape(a, (-1, groups, self.units))
         mean = ops.mean(a, axis=-1, keepdims=True)
         var = ops.var(a, axis=-1, keepdims=True)
         a = (a - mean) * ops.rsqrt(var + _LAYER_NORM_EPSILON)
+        gamma, beta = weights[f"{part}_norm_gamma"], weights[f"{part}_norm_beta"]
         return ops.reshape(a, (-1, groups * self.units)) * gamma + beta
 
     def get_initial_state(self, batch_size=None):

@@ -28,7 +28,7 @@ import keras
 from keras import ops
 
 from keras_lstm import _checks
-from keras_lstm.cell import LSTMCell, _dropped_matmul, pack_gates
+from keras_lstm.cell import LSTMCell, StepGates, _dropped_matmul, pack_gates
 
 
 class GateRecord(NamedTuple):
@@ -92,7 +92,7 @@ class _KerasEquations:
         g = tanh(z_g)
         c = f * c_prev + i * g
         h = o * tanh(c)
-        return i, f, g, o, c, h
+        return StepGates(i, f, o, g, c, h)
 
 
 def _equations(cell):
@@ -396,15 +396,15 @@ def _gates_from_outputs(equations, x, outputs, h0, c0, mask):
     if equations.variant == "peephole":
         # i, f and o read c: the step runs over time for c, then once more.
         c_prev = _cell_states_by_step(equations, u_x, w_h, c0, mask, batch, time)
-        i, f, g, o, c, _ = equations.step(u_x, w_h, c_prev)
+        i, f, o, g, c, _ = equations.step(u_x, w_h, c_prev)
     else:
         # i, f, g and o do not read c_{t-1}: one pass gives them, any c will do.
         zeros = ops.zeros_like(ops.reshape(h_prev, rows))
-        i, f, g, o, _, _ = equations.step(u_x, w_h, zeros)
+        i, f, o, g, _, _ = equations.step(u_x, w_h, zeros)
         c = _cell_states(ops.reshape(f, shape), ops.reshape(i * g, shape), c0, mask)
     # h is the layer's own output: what the gates give, as the tests check.
-    gates = [ops.reshape(a, shape) for a in (i, f, g, o, c)]
-    packed = pack_gates(*gates, outputs)  # (batch, time, 6*units)
+    gates = [ops.reshape(a, shape) for a in (i, f, o, g, c)]
+    packed = pack_gates([*gates, outputs])  # (batch, time, 6*units)
     return ops.transpose(packed, (1, 0, 2))
 
 
@@ -508,11 +508,12 @@ def _gate_loop(layer, cells, sequences, states, mask, training):
                 u_x, w_h = x_t, _projections(cell, None, h_prev, training)[1]
             else:
                 u_x, w_h = _projections(cell, x_t, h_prev, training)
-            i, f, g, o, c, h = _equations(cell).step(u_x, w_h, c_prev)
+            gates = _equations(cell).step(u_x, w_h, c_prev)
+            c, h = gates.cell_state, gates.hidden_state
             if keep_t is not None:
                 c = ops.where(keep_t, c, c_prev)
                 h = ops.where(keep_t, h, h_prev)
-            packed.append(pack_gates(i, f, g, o, c, h))
+            packed.append(pack_gates(gates._replace(cell_state=c, hidden_state=h)))
             x_t = h  # the next cell of a stack reads this one's h_t
         packed = packed[0] if len(packed) == 1 else ops.concatenate(packed, axis=-1)
         return packed, packed
