@@ -3,6 +3,7 @@
 # First: the package's commands import Keras quietly (see there).
 from keras_lstm import _quiet  # noqa: F401
 from keras_lstm._checks import ArgumentError
+from keras_lstm.ablation import ablate
 from keras_lstm.cell import GATES, VARIANTS, LSTMCell
 from keras_lstm.gates import gate_activations
 from keras_lstm.layer import LSTM
@@ -16,6 +17,7 @@ __all__ = [
     "GateTensorBoard",
     "LSTMCell",
     "VARIANTS",
+    "ablate",
     "bits_per_char",
     "gate_activations",
     "write_gate_dashboard",
