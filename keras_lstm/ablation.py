@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import weakref
 
 import keras
 import numpy as np
@@ -112,7 +113,7 @@ def ablation_metrics(
     for k, unit_set in enumerate(_unit_sets(unit_sets, width, key)):
         keeps[k, unit_set] = 0
     samples = _checks.samples("x", x)
-    forward = _Forward(model, target, cell, state)
+    forward = _forward(model, target, cell, state)
     saved = [(v, keras.ops.convert_to_numpy(v)) for v in _call_state(model)]
     try:
         predictions = _predictions(forward, x, samples, batch_size, keeps, saved)
@@ -211,6 +212,19 @@ def _unit_sets(unit_sets, width, key):
     return checked
 
 
+# The compiled passes of each model, kept from call to call (a callback removes
+# units at every epoch); the entry goes with the model.
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _forward(model, layer, cell, state) -> _Forward:
+    forwards = _FORWARDS.setdefault(model, {})
+    key = (id(layer), id(cell), state)
+    if key not in forwards:
+        forwards[key] = _Forward(model, layer, cell, state)
+    return forwards[key]
+
+
 class _Forward:
     """The model's predictions with per-row units held at zero in one cell.
 
@@ -221,9 +235,14 @@ class _Forward:
     """
 
     def __init__(self, model, layer, cell, state):
-        self.model, self.layer, self.cell, self.state = model, layer, cell, state
+        self._model = weakref.ref(model)  # `_FORWARDS` holds this by the model
+        self.layer, self.cell, self.state = layer, cell, state
         self._compiled = {}
         self._keep = None
+
+    @property
+    def model(self):
+        return self._model()
 
     def __call__(self, batch, keeps):
         n = len(keeps)

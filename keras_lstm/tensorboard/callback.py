@@ -71,6 +71,15 @@ class GateTensorBoard(keras.callbacks.Callback):
             dashboard shows the inputs' values (see
             `keras_lstm.write_gate_dashboard`).
         dashboard: Whether to write the data of the "LSTM gates" dashboard.
+        targets: Optional targets of the probe batch, as the model's loss
+            takes them. With them, the dashboard shows under each sequence the
+            target, the model's prediction and its loss, and, for a compiled
+            model where `removals`, each unit's loss change when removed
+            (`keras_lstm.ablate`, one batched pass of every unit per layer).
+            Not with `mask`.
+        target_names: Optional names of the classes (e.g. a vocabulary),
+            shown for class ids.
+        removals: Whether to measure each unit's removal (with `targets`).
     """
 
     def __init__(
@@ -83,9 +92,13 @@ class GateTensorBoard(keras.callbacks.Callback):
         images: bool = True,
         labels: Sequence[Sequence[str]] | np.ndarray | None = None,
         dashboard: bool = True,
+        targets=None,
+        target_names: Sequence[str] | None = None,
+        removals: bool = True,
     ):
         super().__init__()
         freq = _checks.positive_int("freq", freq)
+        summary.check_targets(targets, mask)
         if labels is not None and step_labels is not None:
             raise _checks.ArgumentError(
                 "step_labels",
@@ -106,6 +119,9 @@ class GateTensorBoard(keras.callbacks.Callback):
         self.step_labels = None if step_labels is None else list(step_labels)
         self.images = images
         self.dashboard = dashboard
+        self.targets = targets
+        self.target_names = target_names
+        self.removals = removals
         self._dashboard_labels = None
         self._writer = None
         self._reader = None
@@ -153,6 +169,15 @@ class GateTensorBoard(keras.callbacks.Callback):
                     write_gate_images(layer, values, self.step_labels)
             if self.dashboard:
                 summary.write_all(gates, self._dashboard_labels)
+                if self.targets is not None:
+                    summary.write_annotations(
+                        self.model,
+                        self.inputs,
+                        self.targets,
+                        self.target_names,
+                        gates,
+                        removals=self.removals,
+                    )
         self._writer.flush()
         self._last_written = step
 

@@ -11,6 +11,12 @@ Under the TensorBoard run being written, at each logged step:
   sequences of 200 steps is 39 MB per step.
 - `<layer>/mask`: bool `(batch, time)`, False at the steps the layer skipped.
 - `labels`: string `(batch, time)`, what each probe input step was.
+- `tracks` (with targets): JSON text, the annotation tracks of
+  `keras_lstm.annotations`: per step (or per sequence) the target, the model's
+  prediction and its loss.
+- `<layer>/removal` (with targets, for a compiled model): float32 `(units,)`,
+  the probe's loss with the unit's hidden state held at zero minus the loss of
+  the intact model (`keras_lstm.ablate`).
 
 The dashboard (`keras_lstm.tensorboard.plugin`) reads them back through
 `gates_content`, `decode_gates` and `check_mask`, which refuse with a
@@ -33,6 +39,8 @@ PLUGIN_NAME = "lstm_gates"
 GATES_TAG = "gates"  # <layer>/gates
 MASK_TAG = "mask"  # <layer>/mask
 LABELS_TAG = "labels"
+TRACKS_TAG = "tracks"
+REMOVAL_TAG = "removal"  # <layer>/removal
 # The plugin content of the `<layer>/gates` series: what a reader needs to
 # know without loading a step.
 _CONTENT_VERSION = 1
@@ -231,6 +239,82 @@ def write_labels(labels) -> None:
     )
 
 
+def write_tracks(tracks: list[dict]) -> None:
+    """Writes annotation tracks (`keras_lstm.annotations.annotation_tracks`)
+    to the default summary writer, as JSON text."""
+    import tensorflow as tf
+
+    text = json.dumps({"version": _CONTENT_VERSION, "tracks": tracks})
+    tf.summary.write(
+        TRACKS_TAG,
+        tf.constant(text),
+        metadata=_metadata(
+            "Per probe step (or sequence): the target, the model's prediction "
+            "and its loss (JSON)",
+            "tensor",
+        ),
+    )
+
+
+def decode_tracks(text, batch: int, time: int) -> list[dict]:
+    """The tracks `write_tracks` wrote, checked against the probe's `(batch,
+    time)`; a FormatError for anything it would not have written."""
+    expected = (
+        f"JSON {{version, tracks: [{{name, kind, per, values}}]}} for {batch} "
+        f"sequences of {time} steps"
+    )
+    try:
+        data = json.loads(text)
+        tracks = data["tracks"]
+        ok = data["version"] == _CONTENT_VERSION and isinstance(tracks, list)
+        for track in tracks:
+            values = track["values"]
+            ok = ok and isinstance(track["name"], str) and len(values) == batch
+            ok = ok and track["kind"] in ("text", "number")
+            ok = ok and track["per"] in ("step", "sequence")
+            if track["per"] == "step":
+                ok = ok and all(len(row) == time for row in values)
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise FormatError("tracks", expected, "something else")
+    return tracks
+
+
+def write_annotations(
+    model, inputs, targets, target_names, gates: dict, removals: bool = True
+) -> None:
+    """Writes the annotation tracks of `model` on the probe `inputs` against
+    `targets` and, for a compiled model where `removals`, each unit's loss
+    change when removed, for every layer of `gates`."""
+    from keras_lstm.ablation import ablation_metrics
+    from keras_lstm.annotations import annotation_tracks
+
+    write_tracks(annotation_tracks(model, inputs, targets, target_names))
+    if not (removals and getattr(model, "compiled", False) and model.loss):
+        return
+    for layer, values in gates.items():
+        units = values["hidden_state"].shape[-1]
+        unit_sets = [[]] + [[unit] for unit in range(units)]
+        intact, *removed = ablation_metrics(model, inputs, targets, layer, unit_sets)
+        write_removals(layer, [r["loss"] - intact["loss"] for r in removed])
+
+
+def write_removals(layer: str, changes) -> None:
+    """Writes, per unit of `layer`, the loss change when it is removed."""
+    import tensorflow as tf
+
+    tf.summary.write(
+        f"{layer}/{REMOVAL_TAG}",
+        tf.constant(np.asarray(changes, dtype=np.float32)),
+        metadata=_metadata(
+            f"Per unit of {layer}: the probe's loss with the unit's h_t held at "
+            "zero, minus the intact model's (units,)",
+            "tensor",
+        ),
+    )
+
+
 def check_labels(labels, batch: int, time: int | None = None) -> np.ndarray:
     """`labels` as a str array `(batch, time)`, or an ArgumentError.
 
@@ -302,6 +386,8 @@ def write_gate_dashboard(
     logdir: str | os.PathLike,
     mask=None,
     step: int = 0,
+    targets=None,
+    target_names=None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Writes what every gate did on `inputs` for the LSTM gates dashboard.
 
@@ -329,6 +415,13 @@ def write_gate_dashboard(
         mask: Optional boolean `(batch, time)` mask for `inputs`.
         step: The step to file the data under (e.g. an epoch). A non-negative
             integer.
+        targets: Optional targets of `inputs`, as the model's loss takes them
+            (class ids per step or per sequence, or numbers). With them, the
+            dashboard shows under each sequence the target, the model's
+            prediction and its loss (`keras_lstm.annotations`), and, for a
+            compiled model, each unit's loss change when it is removed
+            (`keras_lstm.ablate`). Not with `mask`.
+        target_names: Optional names of the classes (e.g. a vocabulary).
 
     Returns:
         What was written: `gate_activations(model, inputs, mask)`.
@@ -350,9 +443,26 @@ def write_gate_dashboard(
     size = _checks.samples("inputs", inputs)
     if labels is not None:
         labels = check_labels(labels, size)
+    check_targets(targets, mask)
     gates = gate_activations(model, inputs, mask=mask)
-    write_dashboard(os.fspath(logdir), gates, labels, inputs, int(step))
+    annotations = None
+    if targets is not None:
+        annotations = (model, inputs, targets, target_names)
+    write_dashboard(os.fspath(logdir), gates, labels, inputs, int(step), annotations)
     return gates
+
+
+def check_targets(targets, mask) -> None:
+    """Targets and a probe mask do not go together: the tracks and removals run
+    the model as it is called in `fit`, without an extra mask."""
+    if targets is not None and mask is not None:
+        from keras_lstm._checks import ArgumentError
+
+        raise ArgumentError(
+            "targets",
+            "None when `mask` is given (mask the inputs in the model)",
+            "targets",
+        )
 
 
 def dashboard_labels(gates: dict, labels, inputs) -> np.ndarray:
@@ -364,8 +474,12 @@ def dashboard_labels(gates: dict, labels, inputs) -> np.ndarray:
     return check_labels(labels, batch, time)
 
 
-def write_dashboard(logdir: str, gates: dict, labels, inputs, step: int) -> None:
-    """Writes `gates` (what `gate_activations` returned) and their labels."""
+def write_dashboard(
+    logdir: str, gates: dict, labels, inputs, step: int, annotations=None
+) -> None:
+    """Writes `gates` (what `gate_activations` returned) and their labels, and
+    with `annotations` `(model, inputs, targets, target_names)` the tracks and
+    removals (`write_annotations`)."""
     import tensorflow as tf
 
     labels = dashboard_labels(gates, labels, inputs)
@@ -380,6 +494,8 @@ def write_dashboard(logdir: str, gates: dict, labels, inputs, step: int) -> None
         writer = _WRITERS[key] = tf.summary.create_file_writer(key)
     with writer.as_default(step=step):
         write_all(gates, labels)
+        if annotations is not None:
+            write_annotations(*annotations, gates)
     writer.flush()
 
 
