@@ -762,6 +762,129 @@ def test_first_view_of_a_large_layer(tmp_path):
     assert from_frame < 10_000
 
 
+def heatmap_pixels(driver):
+    """The colour the page painted at the centre of each cell of its heatmap
+    canvas: `(units, time, 3)`."""
+    pixels, units, time_steps = driver.execute_script(
+        """
+        const c = document.getElementById("heatmap");
+        const g = JSON.parse(c.dataset.geometry);
+        const U = Number(c.dataset.units), T = Number(c.dataset.time);
+        const scale = c.width / c.getBoundingClientRect().width;
+        const data = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+        const out = [];
+        for (let u = 0; u < U; u++) {
+          for (let t = 0; t < T; t++) {
+            const x = Math.floor((g.left + (t + 0.5) * g.cellW) * scale);
+            const y = Math.floor((g.top + (u + 0.5) * g.cellH) * scale);
+            const p = 4 * (y * c.width + x);
+            out.push(data[p], data[p + 1], data[p + 2]);
+          }
+        }
+        return [out, U, T];
+        """
+    )
+    return np.array(pixels, np.uint8).reshape(units, time_steps, 3)
+
+
+def png_heatmap_colours(answer, layer):
+    """The colour of each cell of a `heatmap` answer in the PNG heatmap that
+    GateTensorBoard logs (keras_lstm.tensorboard.plots): `(units, time, 3)`."""
+    from test_palette import png_cells
+
+    from keras_lstm.tensorboard import plots
+
+    values = np.array(answer["values"], float).T  # (time, units)
+    mask = np.array(answer["mask"], bool)
+    png = plots.heatmap_png(values, mask, answer["gate"], layer)
+    return png_cells(png, values, answer["gate"])
+
+
+def set_epoch(driver, index):
+    driver.execute_script(
+        "const s = document.getElementById('epoch-slider');"
+        "s.value = arguments[0]; s.dispatchEvent(new Event('input'));",
+        str(index),
+    )
+
+
+def test_heatmap_colours_each_value_as_the_png_heatmap_does(tiny_server, browser):
+    url, driver = tiny_server, browser
+    open_tab(driver, url)
+    run = driver.find_element("id", "run-select").get_attribute("value")
+    for layer, units, gate, epoch in (
+        (LAYERS[0], 4, "forget_gate", 1),
+        (LAYERS[0], 4, "cell_state", 0),
+        (LAYERS[1], 3, "candidate", 0),
+        (LAYERS[1], 3, "cell_state", 1),
+        (LAYERS[1], 3, "hidden_state", 1),
+    ):
+        choose(driver, "layer-select", layer)
+        choose(driver, "gate-select", gate)
+        set_epoch(driver, epoch)
+        shown_heatmap(driver, gate=gate, epoch=epoch, units=units, sequence=0)
+        answer = served(
+            url, "heatmap", run=run, layer=layer, step=epoch, sequence=0, gate=gate
+        )
+        np.testing.assert_array_equal(
+            heatmap_pixels(driver),
+            png_heatmap_colours(answer, layer),
+            err_msg=f"{layer} {gate} epoch {epoch}",
+        )
+    errors = severe_console_errors(driver)
+    assert not errors, errors
+
+
+def test_a_clipped_cell_state_is_coloured_as_in_the_png(tmp_path):
+    """A layer with more values than the page sets the cell state's scale by
+    a quantile of (a unit's cell runs away): clipped alike on the page and in
+    the PNG. The page's modules and stylesheet come from the plugin's route."""
+    import keras
+
+    import keras_lstm
+
+    needs_browser()
+    time_steps, units = 30, 40
+    keras.utils.set_random_seed(2)
+    layer = keras_lstm.LSTM(units, return_sequences=True, name="runaway")
+    model = keras.Sequential([keras.Input((time_steps, 5)), layer])
+    kernel, recurrent, bias = layer.get_weights()
+    # Unit 0: input and forget gates open, candidate near 1 (bias slices i,
+    # f, g): its cell grows by about 1 each step.
+    bias[[0, units, 2 * units]] = 8.0
+    layer.set_weights([kernel, recurrent, bias])
+    x = np.random.default_rng(2).uniform(-1, 1, (2, time_steps, 5)).astype("float32")
+    keras_lstm.write_gate_dashboard(model, x, None, tmp_path / "logs" / "runaway")
+
+    with tensorboard_server(tmp_path / "logs", tmp_path / "tb") as url:
+        poll(f"{url}/data/plugin/{PLUGIN}/runs", lambda a: a["runs"], "no run")
+        with chromium() as driver:
+            open_tab(driver, url)
+            shown_heatmap(driver, gate="cell_state", units=units, sequence=0)
+            answer = served(
+                url, "heatmap", run="runaway", layer="runaway", step=0,
+                sequence=0, gate="cell_state",
+            )  # fmt: skip
+            np.testing.assert_array_equal(
+                heatmap_pixels(driver), png_heatmap_colours(answer, "runaway")
+            )
+            legend = driver.find_element("id", "legend").text
+            assert "clipped" in legend, legend
+            style = driver.execute_script(
+                "return getComputedStyle(document.querySelector('header')).position"
+            )
+            assert style == "sticky"
+            loaded = driver.execute_script(
+                "return performance.getEntriesByType('resource')"
+                ".map(e => new URL(e.name).pathname)"
+            )
+            route = f"/data/plugin/{PLUGIN}/"
+            for name in ("index.js", "palette.js", "heatmap.js", "style.css"):
+                assert route + name in loaded, (name, loaded)
+            errors = severe_console_errors(driver)
+            assert not errors, errors
+
+
 # ---------------------------------------------------------------------------
 # Screenshots.
 

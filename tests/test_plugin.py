@@ -3,6 +3,7 @@ model.fit and of write_gate_dashboard, read through TensorBoard's own data
 provider and a real server, against gate_activations and NumPy."""
 
 import json
+import re
 import sys
 import types
 from pathlib import Path
@@ -368,6 +369,76 @@ def test_static_files_are_served_from_the_package(client):
     assert response.get_data() == (Path(STATIC_DIR) / "index.js").read_bytes()
     for path in ("missing.js", "..%2fplugin.py", "%2e%2e/plugin.py", "static/index.js"):
         assert client.get(ROUTE + path).status_code == 404, path
+
+
+def test_constants_are_the_facts_the_png_pictures_use(tmp_path):
+    from test_palette import png_cells
+
+    from keras_lstm import gates as gates_lib
+    from keras_lstm.tensorboard import palette, plots
+
+    answer = fetch(wsgi_client(tmp_path), "constants")
+    assert [g["name"] for g in answer["gates"]] == list(keras_lstm.GATES)
+    sigmoid = [g["name"] for g in answer["gates"] if g["sigmoid"]]
+    assert sigmoid == list(SIGMOID_GATES) == list(gates_lib.SIGMOID_GATES)
+    assert answer["default_gate"] in keras_lstm.GATES
+    assert (answer["left_saturated"], answer["right_saturated"]) == (0.1, 0.9)
+    assert answer["left_saturated"] == gates_lib.LEFT_SATURATED
+    assert answer["right_saturated"] == gates_lib.RIGHT_SATURATED
+    for gate in answer["gates"]:
+        name = gate["name"]
+        assert gate["symbol"] == palette.SYMBOLS[name]
+        assert gate["description"] == palette.DESCRIPTIONS[name]
+        if name in SIGMOID_GATES:
+            assert (gate["colour_map"], gate["range"]) == ("sequential", [0, 1])
+            assert gate["colour"] == list(palette.GATE_COLOURS[name])
+        elif name == "cell_state":
+            assert (gate["colour_map"], gate["range"]) == ("diverging", None)
+        else:
+            assert (gate["colour_map"], gate["range"]) == ("diverging", [-1, 1])
+    assert answer["masked"] == list(palette.MASKED)
+    for colour_map in answer["colour_maps"].values():
+        table = colour_map["table"]
+        assert len(table) == 256
+        assert (table[0], table[-1]) == tuple(colour_map["anchors"][k] for k in (0, -1))
+
+    # A value's colour in a PNG heatmap is the served table's entry for it.
+    rng = np.random.default_rng(4)
+    for gate in answer["gates"]:
+        if gate["range"] is None:
+            continue
+        low, high = gate["range"]
+        values = rng.uniform(low - 0.1, high + 0.1, size=(TIME, 4))
+        png = plots.heatmap_png(values, np.ones(TIME, bool), gate["name"], "layer")
+        table = np.array(answer["colour_maps"][gate["colour_map"]]["table"])
+        index = np.floor((values.T - low) / (high - low) * 255 + 0.5)
+        expected = table[np.clip(index, 0, 255).astype(int)]
+        np.testing.assert_array_equal(
+            png_cells(png, values, gate["name"]), expected, err_msg=gate["name"]
+        )
+
+
+def test_the_page_modules_and_stylesheet_are_served_with_their_types(tmp_path):
+    client = wsgi_client(tmp_path)
+    content_types = {".js": "text/javascript", ".css": "text/css"}
+    files = sorted(Path(STATIC_DIR).iterdir())
+    assert {path.suffix for path in files} == set(content_types)
+    imported = set()
+    for path in files:
+        response = client.get(ROUTE + path.name)
+        assert response.status_code == 200, path.name
+        assert response.mimetype == content_types[path.suffix], path.name
+        assert response.mimetype_params.get("charset") == "utf-8", path.name
+        assert response.get_data() == path.read_bytes()
+        text = path.read_text()
+        imported |= set(
+            re.findall(r'^import .*? from "\./([\w.]+)";$', text, re.M | re.S)
+        )
+        imported |= set(
+            re.findall(r'new URL\("\./([\w.]+)", import\.meta\.url\)', text)
+        )
+    # Every module but the entry is imported, and the stylesheet is loaded.
+    assert imported == {path.name for path in files} - {"index.js"}
 
 
 def test_tensorboard_keeps_ten_steps_unless_told(tmp_path):

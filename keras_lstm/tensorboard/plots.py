@@ -1,7 +1,8 @@
 """Pictures of gates as PNG bytes, drawn with NumPy and Pillow.
 
 They are drawn directly, not through a plotting library, because they are drawn
-during training: a picture here takes milliseconds.
+during training: a picture here takes milliseconds. Colours, scales and
+thresholds come from `palette`, as the dashboard's page draws them.
 """
 
 from __future__ import annotations
@@ -12,36 +13,21 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-# Colour scales that keep a gate's meaning: gates in [0, 1] on a sequential scale
-# (anchors of matplotlib's viridis), the rest on a diverging one around 0.
-_SEQUENTIAL = np.array(
-    [[68, 1, 84], [59, 82, 139], [33, 145, 140], [94, 201, 98], [253, 231, 37]]
+from keras_lstm._checks import ArgumentError
+from keras_lstm.tensorboard import palette
+from keras_lstm.tensorboard.palette import (
+    LEFT_SATURATED,
+    RIGHT_SATURATED,
+    SIGMOID_GATES,
 )
-_DIVERGING = np.array(
-    [[5, 48, 97], [67, 147, 195], [247, 247, 247], [214, 96, 77], [103, 0, 31]]
-)
-_RANGES = {
-    "input_gate": (0.0, 1.0, _SEQUENTIAL),
-    "forget_gate": (0.0, 1.0, _SEQUENTIAL),
-    "output_gate": (0.0, 1.0, _SEQUENTIAL),
-    "candidate": (-1.0, 1.0, _DIVERGING),
-    "hidden_state": (-1.0, 1.0, _DIVERGING),
-}
+
 _BACKGROUND = (255, 255, 255)
 _INK = (40, 40, 40)
-_MASKED = (150, 150, 150)
+_GRID = (150, 150, 150)
 
 
 def _font(size: int):
     return ImageFont.load_default(size=size)
-
-
-def _colours(values: np.ndarray, low: float, high: float, anchors) -> np.ndarray:
-    """Maps values to RGB by linear interpolation between the anchors."""
-    x = np.clip((values - low) / (high - low), 0.0, 1.0) * (len(anchors) - 1)
-    k = np.minimum(x.astype(int), len(anchors) - 2)
-    w = (x - k)[..., None]
-    return ((1 - w) * anchors[k] + w * anchors[k + 1]).astype(np.uint8)
 
 
 def _png(image: Image.Image) -> bytes:
@@ -62,7 +48,9 @@ def heatmap_png(
     Args:
         values: `(time, units)` values of one sequence.
         mask: `(time,)` booleans; masked steps are drawn grey.
-        gate: The gate's name, which sets the colour scale.
+        gate: The gate's name, one of `GATES`, which sets the colour scale
+            (`palette.scale`: the cell state's reaches its values, as on the
+            dashboard's heatmap).
         title: Shown above the picture (e.g. the layer's name).
         step_labels: Optional `(time,)` labels of the inputs, written above their
             columns; the columns of non-empty labels are marked.
@@ -72,11 +60,8 @@ def heatmap_png(
         a column per step), the step numbers and the colour scale.
     """
     time, units = values.shape
-    if gate in _RANGES:
-        low, high, anchors = _RANGES[gate]
-    else:
-        bound = max(float(np.max(np.abs(values))), 1e-6) if values.size else 1.0
-        low, high, anchors = -bound, bound, _DIVERGING
+    scale = palette.scale(gate, values, robust=True)
+    low, high = scale.low, scale.high
     cell_w = int(np.clip(720 // max(time, 1), 3, 14))
     cell_h = int(np.clip(360 // max(units, 1), 2, 14))
     font = _font(11)
@@ -86,8 +71,8 @@ def heatmap_png(
     width = left + time * cell_w + 70
     height = top + units * cell_h + 34
 
-    pixels = _colours(values.T, low, high, anchors)  # (units, time, 3)
-    pixels[:, ~mask.astype(bool)] = _MASKED
+    pixels = palette.colours(values.T, scale)  # (units, time, 3)
+    pixels[:, ~mask.astype(bool)] = palette.MASKED
     pixels = np.repeat(np.repeat(pixels, cell_h, axis=0), cell_w, axis=1)
     image = Image.new("RGB", (width, height), _BACKGROUND)
     image.paste(Image.fromarray(pixels), (left, top))
@@ -126,7 +111,7 @@ def heatmap_png(
     # The colour scale, high at the top.
     bar_x, bar_h = left + time * cell_w + 10, max(units * cell_h, 40)
     ramp = np.linspace(high, low, bar_h)[:, None].repeat(10, axis=1)
-    image.paste(Image.fromarray(_colours(ramp, low, high, anchors)), (bar_x, top))
+    image.paste(Image.fromarray(palette.colours(ramp, scale)), (bar_x, top))
     draw.text((bar_x + 13, top), f"{high:.3g}", fill=_INK, font=font)
     draw.text(
         (bar_x + 13, top + bar_h), f"{low:.3g}", fill=_INK, font=font, anchor="lb"
@@ -159,8 +144,10 @@ def saturation_png(left: np.ndarray, right: np.ndarray, gate: str, title: str) -
     """Each unit's fraction of time left- against right-saturated.
 
     Args:
-        left, right: `(units,)` fractions of steps below 0.1 and above 0.9.
-        gate: The gate's name.
+        left, right: `(units,)` fractions of steps below `LEFT_SATURATED` and
+            above `RIGHT_SATURATED`.
+        gate: The gate's name, one of `SIGMOID_GATES`; its dots have its
+            colour (`palette.GATE_COLOURS`).
         title: Shown above the picture (e.g. the layer's name).
 
     Returns:
@@ -168,6 +155,9 @@ def saturation_png(left: np.ndarray, right: np.ndarray, gate: str, title: str) -
         y the right-saturated one (Karpathy, Johnson and Fei-Fei 2015). Units in
         the top left corner are always open, in the bottom right always closed.
     """
+    if gate not in SIGMOID_GATES:
+        raise ArgumentError("gate", f"one of {', '.join(SIGMOID_GATES)}", repr(gate))
+    colour = palette.GATE_COLOURS[gate]
     size, x0, y0 = 240, 46, 26
     image = Image.new("RGB", (x0 + size + 16, y0 + size + 40), _BACKGROUND)
     draw = ImageDraw.Draw(image)
@@ -178,7 +168,7 @@ def saturation_png(left: np.ndarray, right: np.ndarray, gate: str, title: str) -
         if (k // 12) % 2 == 0:
             draw.line(
                 [x0 + k, y0 + k, x0 + min(k + 12, size), y0 + min(k + 12, size)],
-                fill=_MASKED,
+                fill=_GRID,
             )
     for value in (0.0, 0.5, 1.0):
         x = x0 + value * size
@@ -187,7 +177,7 @@ def saturation_png(left: np.ndarray, right: np.ndarray, gate: str, title: str) -
         draw.text((x0 - 4, y), f"{value:g}", fill=_INK, font=font, anchor="rm")
     draw.text(
         (x0 + size / 2, y0 + size + 18),
-        "fraction left-saturated (< 0.1)",
+        f"fraction left-saturated (< {LEFT_SATURATED:g})",
         fill=_INK,
         font=font,
         anchor="mt",
@@ -195,7 +185,7 @@ def saturation_png(left: np.ndarray, right: np.ndarray, gate: str, title: str) -
     axis_label = Image.new("RGB", (size, 14), _BACKGROUND)
     ImageDraw.Draw(axis_label).text(
         (size / 2, 0),
-        "fraction right-saturated (> 0.9)",
+        f"fraction right-saturated (> {RIGHT_SATURATED:g})",
         fill=_INK,
         font=font,
         anchor="mt",
@@ -204,5 +194,5 @@ def saturation_png(left: np.ndarray, right: np.ndarray, gate: str, title: str) -
     for lx, ry in zip(np.asarray(left), np.asarray(right), strict=True):
         x = x0 + float(lx) * size
         y = y0 + size - float(ry) * size
-        draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=(33, 113, 181), outline=_INK)
+        draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=colour, outline=_INK)
     return _png(image)

@@ -1,9 +1,10 @@
 """The "LSTM gates" TensorBoard dashboard: the plugin that serves its data.
 
 TensorBoard finds it through the `tensorboard_plugins` entry point of the
-installed keras_lstm (`pip install -e .`). Its page (`static/index.js`) asks,
-under `/data/plugin/lstm_gates/`, for JSON:
+installed keras_lstm (`pip install -e .`). Its page (`static/index.js` and
+the modules beside it) asks, under `/data/plugin/lstm_gates/`, for JSON:
 
+    constants                                 gates, thresholds, colours (`palette`)
     runs                                      runs, their layers, steps, shapes
     heatmap?run&layer&step&sequence&gate      units x time of one probe sequence
     unit?run&layer&step&sequence&unit         one unit's six gates over time
@@ -38,6 +39,7 @@ from werkzeug import wrappers
 
 from keras_lstm.cell import GATES
 from keras_lstm.gates import SIGMOID_GATES, saturated_fractions
+from keras_lstm.tensorboard import palette
 from keras_lstm.tensorboard.summary import (
     GATES_TAG,
     LABELS_TAG,
@@ -110,6 +112,7 @@ class GatesPlugin(base_plugin.TBPlugin):
         # Exact routes win over the static catch-all (TensorBoard tries them
         # first).
         return {
+            "/constants": self._serve_constants,
             "/runs": self._serve_runs,
             "/heatmap": self._serve_heatmap,
             "/unit": self._serve_unit,
@@ -135,6 +138,12 @@ class GatesPlugin(base_plugin.TBPlugin):
         )
 
     # Routes.
+
+    @_route
+    def _serve_constants(self, request):
+        """What the page draws with, `palette.constants()`: the same gates,
+        thresholds and colours as the PNG pictures."""
+        return palette.constants()
 
     @_route
     def _serve_runs(self, request):
@@ -302,7 +311,7 @@ class GatesPlugin(base_plugin.TBPlugin):
 
     @wrappers.Request.application
     def _serve_static(self, request):
-        """A file of static/ (index.js and what it imports)."""
+        """A file of static/ (index.js, the modules it imports, style.css)."""
         name = request.path.split(_ROUTE_PREFIX, 1)[-1]
         path = _static_path(name)
         if path is None:
