@@ -11,22 +11,21 @@ import numpy as np
 from keras_lstm import _checks
 from keras_lstm.cell import GATES
 from keras_lstm.gates import (
+    LEFT_SATURATED,
+    RIGHT_SATURATED,
     SIGMOID_GATES,
     GateReader,
     saturation,
     unmasked_values,
 )
-from keras_lstm.tensorboard import summary
+from keras_lstm.tensorboard import palette, summary
 from keras_lstm.tensorboard.summary import check_labels, dashboard_labels
 
+# "i_t: how much of the candidate enters the cell (0 closed, 1 open)", ...
 DESCRIPTIONS = {
-    "input_gate": "i_t: how much of the candidate enters the cell (0 closed, 1 open)",
-    "forget_gate": "f_t: how much of c_{t-1} is kept (1 remembers, 0 forgets)",
-    "output_gate": "o_t: how much of tanh(c_t) reaches h_t",
-    "candidate": "g_t: the new information proposed for the cell, in (-1, 1)",
-    "cell_state": "c_t: the cell's memory",
-    "hidden_state": "h_t: the layer's output",
+    gate: f"{palette.SYMBOLS[gate]}_t: {palette.DESCRIPTIONS[gate]}" for gate in GATES
 }
+LEFT, RIGHT = f"{LEFT_SATURATED:g}", f"{RIGHT_SATURATED:g}"
 
 
 class GateTensorBoard(keras.callbacks.Callback):
@@ -203,12 +202,12 @@ def write_gate_statistics(layer: str, gates: dict[str, np.ndarray]) -> None:
             tf.summary.scalar(
                 f"{tag}/left_saturated",
                 float(np.mean(left)),
-                description=f"Fraction of {gate} values below 0.1 (closed)",
+                description=f"Fraction of {gate} values below {LEFT} (closed)",
             )
             tf.summary.scalar(
                 f"{tag}/right_saturated",
                 float(np.mean(right)),
-                description=f"Fraction of {gate} values above 0.9 (open)",
+                description=f"Fraction of {gate} values above {RIGHT} (open)",
             )
 
 
@@ -228,8 +227,8 @@ def write_gate_images(
         if gate in SIGMOID_GATES:
             png = plots.saturation_png(*saturation(gates, gate), gate, layer)
             about = (
-                f"Per unit: fraction of steps {gate} is left-saturated (<0.1) "
-                "against right-saturated (>0.9)"
+                f"Per unit: fraction of steps {gate} is left-saturated "
+                f"(<{LEFT}) against right-saturated (>{RIGHT})"
             )
             _write_png(f"{tag}/saturation", png, about)
 
