@@ -110,8 +110,9 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
     `sigmoid` is `recurrent_activation` and `tanh` is `activation`.
 
     Variants (Greff et al. 2015, "LSTM: A Search Space Odyssey", unless noted)
-    change the equations above as follows; weights keep the shapes above, and
-    the slices of a gate a variant removes are unused:
+    change the equations above as follows, each by one switch of its `Spec`
+    (`SPECS[variant]`); weights keep the shapes above, and the slices of a gate
+    a variant removes are unused:
 
         "standard"          the equations above (keras.layers.LSTM).
         "peephole"          i_t = sigmoid(U_i x_t + W_i h_{t-1} + p_i * c_{t-1} + b_i)
