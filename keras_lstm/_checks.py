@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import keras
@@ -49,6 +50,61 @@ def positive_int(name, value):
     return int(value)
 
 
+def non_negative_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise _invalid(name, "a non-negative integer", value)
+    return int(value)
+
+
+def int_at_least(name, value, minimum, why):
+    """Raises unless the integer `value` is at least `minimum`, a bound that
+    `why` explains (e.g. "for task 'adding'")."""
+    if value < minimum:
+        raise _invalid(name, f"an integer >= {minimum} {why}", value)
+    return value
+
+
+def int_at_most(name, value, maximum, why):
+    """Raises unless the integer `value` is at most `maximum`, a bound that
+    `why` explains (e.g. "for the default text")."""
+    if value > maximum:
+        raise _invalid(name, f"at most {maximum} {why}", value)
+    return value
+
+
+def _finite_real(value) -> bool:
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, numbers.Real)
+        and math.isfinite(value)
+    )
+
+
+def positive_number(name, value):
+    """A finite number above 0 (a learning rate)."""
+    if not _finite_real(value) or not value > 0:
+        raise _invalid(name, "a positive number", value)
+    return float(value)
+
+
+def non_negative_number(name, value):
+    """A finite number, 0 or above (a clipping norm, where 0 turns it off)."""
+    if not _finite_real(value) or not value >= 0:
+        raise _invalid(name, "a non-negative number", value)
+    return float(value)
+
+
+def number_in(name, value, low, high):
+    """A number in [low, high): a fraction that must stay below `high`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not low <= value < high
+    ):
+        raise _invalid(name, f"a number in [{low}, {high})", value)
+    return float(value)
+
+
 def rate(name, value):
     if (
         isinstance(value, bool)
@@ -65,6 +121,25 @@ def one_of(name, value, choices):
     if not same_kind or value not in choices:
         raise _invalid(name, f"one of {', '.join(map(repr, choices))}", value)
     return value
+
+
+def name_in(name, value, names):
+    """One of `names`, which the message lists as a user types them (a flag's
+    value: `one of none, mirrored`); `one_of` lists Python values."""
+    if value not in names:
+        raise _invalid(name, f"one of {', '.join(names)}", value)
+    return value
+
+
+def names_in(name, values, names, given):
+    """Each of `values` (read from `given`, e.g. a comma-separated flag) one of
+    `names`, and none twice."""
+    for value in values:
+        if value not in names:
+            raise _invalid(name, f"names from {', '.join(names)}", value)
+    if len(set(values)) != len(values):
+        raise _invalid(name, f"each {name} at most once", given)
+    return values
 
 
 def samples(name, inputs) -> int:

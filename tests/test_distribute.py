@@ -18,8 +18,9 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
+from keras_lstm.experiments import faults, tasks
+from keras_lstm.experiments import model as model_lib
 from keras_lstm.experiments import run as experiment
-from keras_lstm.experiments import tasks
 from keras_lstm.experiments.distribute import describe_lost_worker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,7 +126,7 @@ def test_two_logical_cpu_devices_killed_and_resumed_give_the_losses_of_one(
     args = [*UNCLIPPED, "--logdir", tmp_path, "--run-name", "two"]
     args += ["--strategy", "mirrored", "--devices", "2"]
     # Killed once the first epoch is committed, before anything else is written.
-    killed = train_py(args, env={experiment.CRASH_AT: "checkpoint_saved:1"})
+    killed = train_py(args, env={faults.CRASH_AT: "checkpoint_saved:1"})
     output, _ = killed.communicate(timeout=300)
     assert killed.returncode == -signal.SIGKILL, output[-3000:]
     first, resumed = one_device_resumed
@@ -186,7 +187,7 @@ def test_a_killed_worker_stops_the_other_in_one_line_and_the_run_resumes(
         task = {"type": "worker", "index": index}
         env = {"TF_CONFIG": json.dumps({"cluster": {"worker": workers}, "task": task})}
         if index == 1:  # after its first step of the second epoch
-            env[experiment.CRASH_AT] = "train_batch:2"
+            env[faults.CRASH_AT] = "train_batch:2"
         processes.append(
             subprocess.Popen(
                 [sys.executable, str(REPO / "train.py"), *map(str, args)]
@@ -234,7 +235,7 @@ def test_mixed_bfloat16_trains_as_keras_lstm_does(tmp_path, monkeypatch):
 
     # The same command, the same data and initial weights, Keras's layer (whose
     # gates there is no way to log).
-    monkeypatch.setattr(experiment, "LSTM", keras_lstm_layer)
+    monkeypatch.setattr(model_lib, "LSTM", keras_lstm_layer)
     monkeypatch.setattr(
         experiment, "GateTensorBoard", lambda *a, **k: keras.callbacks.Callback()
     )

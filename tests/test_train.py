@@ -34,8 +34,8 @@ from tensorboard.util import tensor_util
 from werkzeug import test as werkzeug_test
 
 import keras_lstm
+from keras_lstm.experiments import faults, reporting, rundir, tasks
 from keras_lstm.experiments import run as experiment
-from keras_lstm.experiments import tasks
 from keras_lstm.experiments.config import TrainConfig
 from keras_lstm.gates import lstm_layers
 
@@ -671,7 +671,7 @@ def test_default_run_names_of_a_layer_sweep_differ(tmp_path):
         ["--logdir", str(tmp_path), "--layer", "keras,keras_lstm"]
     )
     names = [
-        os.path.basename(experiment.plan_run_dir(config, variant, layer))
+        os.path.basename(rundir.plan_run_dir(config, variant, layer))
         for layer, variant in config.runs
     ]
     assert len(set(names)) == 2, names
@@ -680,18 +680,18 @@ def test_default_run_names_of_a_layer_sweep_differ(tmp_path):
 
 
 def test_summary_written_before_the_layer_column_gets_it(tmp_path, capsys):
-    before = ["task", "variant", *train.HPARAMS_METRICS, "best_epoch"]
+    before = ["task", "variant", *reporting.HPARAMS_METRICS, "best_epoch"]
     with open(tmp_path / "summary.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["run", *before])
         writer.writerow(["old", "adding", "cifg", 0.5, *[""] * 7, 3])
     metrics = {"task": "copy", "variant": "standard", "layer": "keras"}
     metrics |= {"val_loss": 0.25, "baseline_val_loss": 0.5, "best_epoch": 1}
-    train.summarize(str(tmp_path), [(str(tmp_path / "new"), metrics)])
-    train.summarize(str(tmp_path), [(str(tmp_path / "newer"), metrics)])
+    reporting.summarize(str(tmp_path), [(str(tmp_path / "new"), metrics)])
+    reporting.summarize(str(tmp_path), [(str(tmp_path / "newer"), metrics)])
     with open(tmp_path / "summary.csv", newline="") as f:
         reader = csv.DictReader(f)
-        assert reader.fieldnames == ["run", *train.SUMMARY_COLUMNS]
+        assert reader.fieldnames == ["run", *reporting.SUMMARY_COLUMNS]
         rows = list(reader)
     assert [(r["run"], r["variant"], r["layer"]) for r in rows] == [
         ("old", "cifg", ""),
@@ -831,7 +831,7 @@ class KillRuns:
             moment = self.waiting.pop(0)
             out = self.root / "out" / moment
             out.mkdir(parents=True)
-            env = {experiment.CRASH_AT: KILLS[moment][0]}
+            env = {faults.CRASH_AT: KILLS[moment][0]}
             process = self.context.Process(
                 target=run_train, args=(self.args(moment), out, env)
             )
@@ -921,7 +921,7 @@ def check_resumed_run(run_dir, want, resumed_epoch=None):
 
 
 def test_every_crash_moment_is_tested():
-    assert set(KILLS) == set(experiment.CRASH_MOMENTS)
+    assert set(KILLS) == set(faults.CRASH_MOMENTS)
 
 
 @pytest.mark.parametrize("moment", list(KILLS))
@@ -1215,7 +1215,7 @@ def test_resume_with_more_epochs_trains_a_finished_run_on(tmp_path, capsys):
     assert "finished 1 epochs already" in capsys.readouterr().out
 
     # While another process holds the run's lock, a second command is refused.
-    with open(logdir / "r" / experiment.LOCK, "r+") as lock:
+    with open(logdir / "r" / rundir.LOCK, "r+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         lock.truncate()
         lock.write("4242\n")
@@ -1261,7 +1261,7 @@ def test_report_says_which_side_of_the_baseline_and_by_how_much(capsys):
             "val_accuracy": "predicting the majority class",
         },
     )
-    train.report("logs/r", metrics, npz)
+    reporting.report("logs/r", metrics, npz)
     out = capsys.readouterr().out
     assert "val_loss" in out and "0.057 below the baseline 1.339 (-4.3%, better)" in out
     assert "0.1 above the baseline 0.417 (+24.0%, better)" in out
@@ -1271,7 +1271,7 @@ def test_report_says_which_side_of_the_baseline_and_by_how_much(capsys):
     assert "best epoch 3 of 4" in out
 
     worse = {**metrics, "val_loss": 1.4, "val_accuracy": 0.417, "val_sequences": 8}
-    train.report("logs/r", worse, npz)
+    reporting.report("logs/r", worse, npz)
     out = capsys.readouterr().out
     assert "0.061 above the baseline 1.339 (+4.6%, worse)" in out
     assert "at the baseline 0.417" in out

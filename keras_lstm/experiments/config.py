@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import os
 
-from keras_lstm import VARIANTS, ArgumentError
+from keras_lstm import VARIANTS, ArgumentError, _checks
 from keras_lstm.experiments.tasks import LENGTH_TASKS, TASKS
 
 SEQ_LEN = 50  # the default --seq-len of the tasks that take one
@@ -111,38 +111,29 @@ def _listed(value: str) -> list[str]:
     return [v.strip() for v in value.split(",")]
 
 
-def _invalid(field, expected, value):
-    return ArgumentError(field, expected, repr(value))
-
-
 def validate(config: TrainConfig) -> None:
     """Raises an `ArgumentError` (a ValueError) for the first unusable setting.
 
     Each setting is checked in one place, the one that uses it: here those of
     the model and its training; the task's (task, data, seq_len, num_train,
     num_val, seed) in `tasks.make_task`, which reads the data; whether a run
-    folder can be created or continued (logdir, run_name, resume) and whether
-    the model fits the task (bidirectional) in `experiment`.
+    folder can be created or continued (logdir, run_name, resume) in `rundir`;
+    whether the model fits the task (bidirectional) in `model.check_model`.
+    Ranges are checked by `keras_lstm._checks`, in Keras's phrasing.
     """
     for name, choices in (("variant", VARIANTS), ("layer", LAYERS)):
-        values = _listed(getattr(config, name))
-        for value in values:
-            if value not in choices:
-                raise _invalid(name, f"names from {', '.join(choices)}", value)
-        if len(set(values)) != len(values):
-            raise _invalid(name, f"each {name} at most once", getattr(config, name))
+        given = getattr(config, name)
+        _checks.names_in(name, _listed(given), choices, given)
     if "keras" in _listed(config.layer) and config.variants != ["standard"]:
         raise ArgumentError(
             "layer",
             "keras_lstm for a variant other than standard (keras.layers.LSTM has none)",
             f"{config.layer!r} with --variant {config.variant}",
         )
-    for name, choices in (("strategy", STRATEGIES), ("precision", PRECISIONS)):
-        if getattr(config, name) not in choices:
-            raise _invalid(name, f"one of {', '.join(choices)}", getattr(config, name))
+    _checks.name_in("strategy", config.strategy, STRATEGIES)
+    _checks.name_in("precision", config.precision, PRECISIONS)
     if config.devices is not None:
-        if config.devices <= 0:
-            raise _invalid("devices", "a positive integer", config.devices)
+        _checks.positive_int("devices", config.devices)
         if config.strategy != "mirrored":
             raise ArgumentError(
                 "devices",
@@ -150,23 +141,21 @@ def validate(config: TrainConfig) -> None:
                 f"{config.devices!r} with --strategy {config.strategy}",
             )
     for name in ("units", "layers", "epochs", "batch_size", "gate_freq", "probe_size"):
-        if getattr(config, name) <= 0:
-            raise _invalid(name, "a positive integer", getattr(config, name))
-    if not config.lr > 0 or config.lr == float("inf"):
-        raise _invalid("lr", "a positive number", config.lr)
-    if not config.clipnorm >= 0 or config.clipnorm == float("inf"):
-        raise _invalid("clipnorm", "a non-negative number", config.clipnorm)
+        _checks.positive_int(name, getattr(config, name))
+    _checks.positive_number("lr", config.lr)
+    _checks.non_negative_number("clipnorm", config.clipnorm)
     for name in ("dropout", "recurrent_dropout"):
-        if not 0 <= getattr(config, name) < 1:
-            raise _invalid(name, "a number in [0, 1)", getattr(config, name))
+        _checks.number_in(name, getattr(config, name), 0, 1)
     if config.run_name is not None and (
         not config.run_name
         or config.run_name in (".", "..")
         or os.sep in config.run_name
         or (os.altsep and os.altsep in config.run_name)
     ):
-        raise _invalid(
-            "run_name", "a folder name without path separators", config.run_name
+        raise ArgumentError(
+            "run_name",
+            "a folder name without path separators",
+            repr(config.run_name),
         )
 
 

@@ -30,7 +30,7 @@ from typing import NoReturn
 
 import numpy as np
 
-from keras_lstm import ArgumentError
+from keras_lstm import ArgumentError, _checks
 
 TASKS = ("adding", "copy", "order", "text", "npz")
 # The tasks whose sequence length `seq_len` chooses; npz keeps the file's.
@@ -143,9 +143,7 @@ def make_task(
             in one line that names the argument, the value received and what was
             expected; `.argument` is the argument's name.
     """
-    if not isinstance(task, str) or task not in TASKS:
-        valid = ", ".join(repr(t) for t in TASKS)
-        _invalid("task", f"one of {valid}", task)
+    _checks.one_of("task", task, TASKS)
     if task not in LENGTH_TASKS and seq_len is not None:
         _invalid(
             "seq_len",
@@ -157,10 +155,8 @@ def make_task(
     if task in LENGTH_TASKS:
         sizes.insert(0, ("seq_len", seq_len))
     for arg, value in sizes:
-        if not _is_int(value) or value < 1:
-            _invalid(arg, "a positive integer", value)
-    if not _is_int(seed) or seed < 0:
-        _invalid("seed", "a non-negative integer", seed)
+        _checks.positive_int(arg, value)
+    _checks.non_negative_int("seed", seed)
     if task in ("adding", "copy", "order") and data is not None:
         _invalid("data", f"None, since task {task!r} generates its data", data)
     if task == "npz" and data is None:
@@ -204,8 +200,7 @@ def _adding(seq_len, num_train, num_val, rng_train, rng_val) -> Task:
     gives MSE Var(U1 + U2) = 2/12 = 1/6; `val_loss_empirical` is the MSE of the
     training-set mean on the validation set.
     """
-    if seq_len < 2:
-        _invalid("seq_len", "an integer >= 2 for task 'adding'", seq_len)
+    _checks.int_at_least("seq_len", seq_len, 2, "for task 'adding'")
 
     def draw(n, rng):
         x = np.zeros((n, seq_len, 2), np.float32)
@@ -303,12 +298,12 @@ def _order(seq_len, num_train, num_val, rng_train, rng_val) -> Task:
 
     Baseline: chance, accuracy 1/4 and cross-entropy ln 4.
     """
+    # E, X or Y at t1, X or Y at t2 > t1, B: from 4 steps, t2 <= T - 2.
+    _checks.int_at_least("seq_len", seq_len, 4, "for task 'order'")
     lo1 = max(1, int(0.1 * seq_len))
     hi1 = max(lo1, int(0.2 * seq_len))
     lo2 = max(hi1 + 1, int(0.5 * seq_len))
     hi2 = max(lo2, int(0.6 * seq_len))
-    if hi2 > seq_len - 2:
-        _invalid("seq_len", "an integer >= 4 for task 'order'", seq_len)
     x_sym, y_sym = ORDER_SYMBOLS.index("X"), ORDER_SYMBOLS.index("Y")
 
     def draw(n, rng):
@@ -382,8 +377,8 @@ def _text(data, seq_len, num_train, num_val, rng_train, rng_val) -> Task:
     if num_val_chars < seq_len + 1:
         need = math.ceil((seq_len + 1) / TEXT_VAL_FRACTION)
         if data is None:
-            _invalid(
-                "seq_len", f"at most {num_val_chars - 1} for the default text", seq_len
+            _checks.int_at_most(
+                "seq_len", seq_len, num_val_chars - 1, "for the default text"
             )
         _invalid(
             "data",
@@ -610,10 +605,6 @@ def _existing_file(data) -> str:
 
 def _one_hot(ids: np.ndarray, depth: int) -> np.ndarray:
     return np.eye(depth, dtype=np.float32)[ids]
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def _invalid(argument: str, expected: str, value, quote: bool = True) -> NoReturn:
