@@ -1,5 +1,6 @@
 """The compiled TensorFlow loop against keras.layers.LSTM and against the cell loop."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -202,9 +203,11 @@ def test_gradient_without_a_tape(
     # return (from _KEEP_PROJECTIONS_UNITS units on, not even c); tf.gradients
     # must still work. `_saved` is read where the sequence function is traced:
     # fresh traces, or this would reuse another test's, made without the patch.
-    monkeypatch.setattr(_fast_tf, "_LOOPS", {})
+    monkeypatch.setattr("keras_lstm._fast_tf.loops._LOOPS", {})
     if keep_from_units:
-        monkeypatch.setattr(_fast_tf, "_KEEP_PROJECTIONS_UNITS", keep_from_units)
+        monkeypatch.setattr(
+            "keras_lstm._fast_tf.chunks._KEEP_PROJECTIONS_UNITS", keep_from_units
+        )
     weights, x, h0, c0, cotangents = _random(3)
     mask = tf.constant(PADDED_MASK) if masked else None
     options = dict(return_sequences=return_sequences, go_backwards=masked)
@@ -281,7 +284,7 @@ def test_every_variant_matches_the_cell_loop_with_projections_kept(
 ):
     # From _KEEP_PROJECTIONS_UNITS units on, training keeps each step's
     # projections for the backward pass instead of computing them again.
-    monkeypatch.setattr(_fast_tf, "_KEEP_PROJECTIONS_UNITS", 1)
+    monkeypatch.setattr("keras_lstm._fast_tf.chunks._KEEP_PROJECTIONS_UNITS", 1)
     assert _fast_tf._saved(True, UNITS) == ("h", "c", "z")
     rng = np.random.default_rng(7)
     fast, loop = _variant_layers(variant, rng, go_backwards=True)
@@ -486,6 +489,74 @@ def test_forward_mode_on_one_sequence_after_a_tape_matches_keras():
         assert_close_normwise(actual, expected, 32)  # float32 summed in two orders
 
 
+def test_forward_mode_through_a_traced_function_matches_keras():
+    # Several sequences in a function traced for tangents: the plain loop on each
+    # chain of the batch.
+    rng = np.random.default_rng(16)
+    x = tf.constant(rng.normal(size=(17, TIME, FEATURES)).astype("float32"))
+    tangent = tf.constant(rng.normal(size=x.shape).astype("float32"))
+    results = []
+    for layer in _pair(rng, return_sequences=True):
+        call = tf.function(lambda x, layer=layer: layer(x, training=True))
+        with tf.autodiff.ForwardAccumulator(x, tangent) as accumulator:
+            y = call(x)
+        results.append((y, accumulator.jvp(y)))
+    for expected, actual in zip(results[1], results[0], strict=True):
+        assert_close_normwise(actual, expected, 32)  # float32 summed in two orders
+
+
+# Each kind of call, and the loop `choose_path`'s table gives it: (in a graph,
+# training, batch size or None where only the graph's run knows it, what
+# records the call, path).
+_PATH_TABLE = [
+    (False, True, 3, "", "compiled"),
+    (False, False, 3, "", "compiled"),
+    (False, True, 1, "tape", "compiled"),
+    (False, True, 3, "tape tape", "compiled"),
+    (False, False, 1, "", "plain"),
+    (False, False, 1, "tape", "plain"),
+    (False, True, 3, "accumulator", "uncompiled"),
+    (False, True, 3, "tape accumulator", "uncompiled"),
+    (False, False, 1, "accumulator", "uncompiled"),
+    (True, True, 3, "tape", "traced"),
+    (True, False, 3, "", "traced"),
+    (True, True, None, "tape", "traced"),
+    (True, True, 3, "tape tape", "compiled"),
+    (True, False, 1, "tape", "uncompiled"),
+    (True, False, None, "", "uncompiled"),
+    (True, True, 3, "accumulator", "uncompiled_chains"),
+    (True, True, 3, "tape accumulator", "uncompiled_chains"),
+    (True, False, None, "accumulator", "uncompiled"),
+]
+
+
+@pytest.mark.parametrize("in_graph, training, batch, recorders, path", _PATH_TABLE)
+def test_the_choice_of_path_follows_its_table(
+    in_graph, training, batch, recorders, path
+):
+    chosen = []
+
+    def choose(x):
+        with contextlib.ExitStack() as stack:
+            for recorder in recorders.split():
+                if recorder == "tape":
+                    stack.enter_context(tf.GradientTape()).watch(x)
+                else:
+                    accumulator = tf.autodiff.ForwardAccumulator(x, tf.ones_like(x))
+                    stack.enter_context(accumulator)
+            size = x.shape[0] if x.shape[0] is not None else tf.shape(x)[0]
+            chosen.append(_fast_tf.choose_path(training, size, [x]))
+        return x
+
+    if in_graph:
+        spec = tf.TensorSpec([batch, TIME, FEATURES])
+        tf.function(choose).get_concrete_function(spec)
+    else:
+        choose(tf.ones([batch, TIME, FEATURES]))
+    assert path in _fast_tf.PATHS
+    assert chosen == [path]
+
+
 def test_gradients_of_inputs_and_initial_states_in_a_jit_compiled_function():
     rng = np.random.default_rng(11)
     x = tf.constant(rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32"))
@@ -526,7 +597,7 @@ def test_models_share_the_traced_chunk_loops(monkeypatch):
     # second model of the same configuration traces it all again: the compiled
     # path of a graph (chains, loops over chunks) is traced once per shape for
     # all of them. Fresh traces, whatever the tests before traced.
-    monkeypatch.setattr(_fast_tf, "_LOOPS", {})
+    monkeypatch.setattr("keras_lstm._fast_tf.loops._LOOPS", {})
     loops = _fast_tf._loops_for(keras_lstm.LSTMCell(7))
 
     def traces():
@@ -579,8 +650,8 @@ def _printed_counts(script, dump, *args):
 
 _LENGTHS_AND_BATCHES = """
 import numpy as np, keras_lstm
-from keras_lstm import _fast_tf
-_fast_tf._cores = lambda: 2  # two chains, whatever the machine
+from keras_lstm._fast_tf import chains
+chains._cores = lambda: 2  # two chains, whatever the machine
 layer = keras_lstm.LSTM(5)
 rng = np.random.default_rng(13)
 layer(rng.normal(size=(16, 1, 2)).astype("float32"))  # 8 rows per chain
