@@ -1,7 +1,7 @@
 """How much the chains gain from running concurrently, on this machine.
 
 keras_lstm splits a batch into chains, one per core, that run the compiled chunks
-concurrently (`keras_lstm/_fast_tf.py`). At `bench.py`'s configuration (batch 64,
+concurrently (`keras_lstm/_fast_tf/`). At `bench.py`'s configuration (batch 64,
 so two chains of 32 rows on two cores; 128 units, 32 features, 100 steps) this
 times the forward pass that `predict` runs:
 

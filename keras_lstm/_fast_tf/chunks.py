@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from keras_lstm.cell import pack_gates
+
 # Steps per compiled chunk. The loop over chunks costs about one chunk launch per
 # CHUNK steps; a padded step costs memory, not compute.
 CHUNK = 32
@@ -71,7 +73,7 @@ def masked_step(cell, ux_t, wh_t, mask_t, h, c, weights):
     if mask_t is not None:
         h_t = tf.where(mask_t, h_t, h)
         c_t = tf.where(mask_t, c_t, c)
-    packed = tf.concat(list(gates._replace(cell_state=c_t, hidden_state=h_t)), -1)
+    packed = pack_gates(gates._replace(cell_state=c_t, hidden_state=h_t))
     return packed, h_t, c_t
 
 
