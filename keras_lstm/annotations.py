@@ -21,6 +21,9 @@ import numpy as np
 
 from keras_lstm import _checks
 
+# The most output numbers of a regressor that get tracks of their own.
+_MAX_NUMBERS = 4
+
 
 def annotation_tracks(
     model, inputs, targets, target_names=None, batch_size=None
@@ -58,6 +61,9 @@ def annotation_tracks(
             "model", "a model with one output", f"{len(predictions)} outputs"
         )
     classes = predictions.shape[-1]
+    loss = _losses(model, targets, predictions)
+    if classes > 1 and targets.shape == predictions.shape and _one_hot(targets):
+        targets = np.argmax(targets, axis=-1)  # categorical targets: their ids
     classify = classes > 1 and targets.ndim == predictions.ndim - 1
     per = "step" if predictions.ndim == 3 else "sequence"
     if classify:
@@ -77,22 +83,29 @@ def annotation_tracks(
             _track("p(target)", "number", per, p_target),
         ]
     else:
-        values = predictions[..., 0] if classes == 1 else predictions
-        expected = values.shape
-        if targets.reshape(-1).size != values.size:
+        if targets.size != predictions.size:
             raise _checks.ArgumentError(
                 "targets",
-                f"one number per output, shape {expected}",
+                f"one number per output, shape {predictions.shape}",
                 f"shape {targets.shape}",
             )
-        tracks = [
-            _track("target", "number", per, targets.reshape(expected)),
-            _track("prediction", "number", per, values),
-        ]
-    loss = _losses(model, targets, predictions)
+        targets = targets.reshape(predictions.shape)
+        # One pair of tracks per output number (the first few of them).
+        shown = min(classes, _MAX_NUMBERS)
+        tracks = []
+        for k in range(shown):
+            suffix = "" if classes == 1 else f"[{k}]"
+            tracks += [
+                _track(f"target{suffix}", "number", per, targets[..., k]),
+                _track(f"prediction{suffix}", "number", per, predictions[..., k]),
+            ]
     if loss is not None:
         tracks.append(_track("loss", "number", per, loss))
     return tracks
+
+
+def _one_hot(a) -> bool:
+    return bool(np.all((a == 0) | (a == 1)) and np.all(a.sum(axis=-1) == 1))
 
 
 def _names(target_names, classes):

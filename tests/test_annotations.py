@@ -148,3 +148,38 @@ def test_targets_are_checked(rng):
         keras_lstm.GateTensorBoard(
             "logs/x", x, mask=np.ones((SAMPLES, TIME)), targets=y
         )
+
+
+def test_one_hot_targets_and_several_regression_outputs(rng):
+    model = language_model()
+    model.compile(loss="categorical_crossentropy")
+    x, y = data(rng)
+    one_hot = np.eye(CLASSES)[y]
+    tracks = by_name(annotation_tracks(model, x, one_hot, target_names=NAMES))
+    assert tracks["target"]["values"] == np.array(NAMES)[y].tolist()
+    p = model.predict(x, verbose=0)
+    p_target = np.take_along_axis(p, y[..., None], -1)[..., 0]
+    np.testing.assert_allclose(tracks["loss"]["values"], -np.log(p_target), rtol=1e-5)
+
+    keras.utils.set_random_seed(8)
+    regressor = keras.Sequential(
+        [keras.Input((TIME, CLASSES)), keras.layers.LSTM(UNITS), keras.layers.Dense(2)]
+    )
+    regressor.compile(loss="mae")
+    targets = rng.normal(size=(SAMPLES, 2))
+    tracks = by_name(annotation_tracks(regressor, x, targets))
+    assert set(tracks) == {
+        "target[0]",
+        "prediction[0]",
+        "target[1]",
+        "prediction[1]",
+        "loss",
+    }
+    predicted = regressor.predict(x, verbose=0)
+    np.testing.assert_allclose(tracks["target[1]"]["values"], targets[:, 1])
+    np.testing.assert_allclose(
+        tracks["prediction[1]"]["values"], predicted[:, 1], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        tracks["loss"]["values"], np.abs(predicted - targets).mean(-1), rtol=1e-5
+    )

@@ -274,9 +274,11 @@ def run_dirs(logdir):
 
 
 def expected_gate_tags(layers):
-    tags = {"labels"}  # with <layer>/gates and <layer>/mask: the LSTM gates dashboard
+    # The LSTM gates dashboard: labels, tracks (the probe's targets, predictions
+    # and losses), and per layer its gates, mask and the loss change per unit.
+    tags = {"labels", "tracks"}
     for layer in layers:
-        tags |= {f"{layer}/gates", f"{layer}/mask"}
+        tags |= {f"{layer}/gates", f"{layer}/mask", f"{layer}/removal"}
         for gate in keras_lstm.GATES:
             tags |= {f"{layer}/{gate}/{n}" for n in ("activations", "mean", "heatmap")}
         for gate in SIGMOID_GATES:

@@ -25,7 +25,7 @@ from keras_lstm.experiments.checkpoint import BEST_MODEL, RunCheckpoint
 from keras_lstm.experiments.config import TrainConfig
 from keras_lstm.experiments.model import build_model
 from keras_lstm.experiments.samples import TextSamples
-from keras_lstm.experiments.tasks import Task
+from keras_lstm.experiments.tasks import Task, target_names
 
 
 class NaNLossError(RuntimeError):
@@ -131,8 +131,9 @@ def _read_metrics(run_dir: str) -> dict | None:
 
 
 def _callbacks(config, task, state, out_dir) -> list[keras.callbacks.Callback]:
-    """What watches the run: NaN, Keras's logs, the gates, the checkpoint and,
-    for a language model, sampled text."""
+    """What watches the run: NaN, Keras's logs, the gates (with the probe's
+    targets: what the model answered at each step, and what each unit's removal
+    costs), the checkpoint and, for a language model, sampled text."""
     probe = task.x_val[: config.probe_size]
     callbacks = [
         keras.callbacks.TerminateOnNaN(),
@@ -142,6 +143,8 @@ def _callbacks(config, task, state, out_dir) -> list[keras.callbacks.Callback]:
             probe,
             freq=config.gate_freq,
             labels=[task.step_labels(sequence) for sequence in probe],
+            targets=task.y_val[: config.probe_size],
+            target_names=target_names(task),
         ),
         RunCheckpoint(out_dir, state),
     ]

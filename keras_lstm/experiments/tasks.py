@@ -441,6 +441,12 @@ def _read_text(data) -> str:
     return text
 
 
+def target_names(task: Task) -> list[str] | None:
+    """How the dashboard shows each class id of a text task's targets: its
+    character, as on the time axis. None for other tasks (ids as numbers)."""
+    return None if task.vocab is None else [_show_char(c) for c in task.vocab]
+
+
 def _show_char(c: str) -> str:
     # Whitespace would leave a heatmap's axis label blank.
     return {" ": "·", "\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(c, c)
