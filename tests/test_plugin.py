@@ -351,6 +351,13 @@ BAD_REQUESTS = [
     ("history", {**HISTORY, "unit": 7, "gate": "input_gate"}),
     ("history", {**HISTORY, "sequence": 3, "gate": "input_gate"}),
     ("history", HISTORY),
+    ("select", {**CELL, "gate": "hidden_state", "start": 0}),
+    ("select", {**CELL, "start": 2, "stop": 1}),
+    ("select", {**CELL, "start": 0, "stop": 0, "threshold": "x"}),
+    ("matches", {**STEP, "gate": "hidden_state", "units": "0,5"}),
+    ("matches", {**STEP, "gate": "hidden_state", "units": ""}),
+    ("tracks", {"run": "fit", "step": 7}),
+    ("tracks", {"run": "fit"}),
 ]
 
 
@@ -360,6 +367,17 @@ def test_bad_parameters_answer_400_with_one_line(client, route, params):
     assert response.status_code == 400
     text = response.get_data(as_text=True)
     assert text.strip() and "\n" not in text.strip()
+
+
+def test_a_run_without_tracks_answers_no_tracks_and_no_removals(client):
+    """A run logged without targets (a user's model.fit): no tracks, and the
+    units table without the loss change when a unit is removed."""
+    assert fetch(client, "tracks", run="fit", step=1)["tracks"] == []
+    answer = fetch(
+        client, "units", run="fit", layer="encoder", step=1, gate="forget_gate"
+    )
+    assert answer["removal_logged"] is False
+    assert {unit["removal"] for unit in answer["units"]} == {None}
 
 
 def test_static_files_are_served_from_the_package(client):

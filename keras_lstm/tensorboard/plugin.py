@@ -11,6 +11,11 @@ the modules beside it) asks, under `/data/plugin/lstm_gates/`, for JSON:
     units?run&layer&step&gate                 per unit: mean, saturation, variation
     saturation?run&layer&step                 per unit: left/right, sigmoid gates
     history?run&layer&sequence&unit&gate      one unit across the logged steps
+    select?run&layer&step&gate&sequence&start&stop[&threshold&off_around]
+                                              the units on over a range of steps
+    matches?run&layer&step&gate&units[&threshold&min_on&min_length&limit]
+                                              where those units are on together
+    tracks?run&step[&sequence]                annotation tracks (target, loss...)
 
 A bad or missing parameter answers 400 with one line of text, and so does a
 layer whose data is not as `summary` writes it (checked by `summary`'s
@@ -24,6 +29,7 @@ lstm_gates=0` keeps every one).
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import mimetypes
 import os
@@ -37,6 +43,8 @@ from tensorboard.data import provider
 from tensorboard.plugins import base_plugin
 from werkzeug import wrappers
 
+from keras_lstm import hypotheses
+from keras_lstm._checks import ArgumentError
 from keras_lstm.cell import GATES
 from keras_lstm.gates import SIGMOID_GATES, saturated_fractions
 from keras_lstm.tensorboard import palette
@@ -45,9 +53,12 @@ from keras_lstm.tensorboard.summary import (
     LABELS_TAG,
     MASK_TAG,
     PLUGIN_NAME,
+    REMOVAL_TAG,
+    TRACKS_TAG,
     FormatError,
     check_mask,
     decode_gates,
+    decode_tracks,
     gates_content,
 )
 
@@ -66,6 +77,10 @@ _ALL_STEPS = 1_000_000
 # Decoded steps kept between requests (one step of one layer each): the page
 # asks for several views of the same step in a row.
 _CACHE_BYTES = 256 * 2**20
+# `matches`: the most matches answered unless `limit` says otherwise, and the
+# steps of input shown on each side of a match.
+_MATCHES_LIMIT = 100
+_MATCH_CONTEXT = 4
 _log = logging.getLogger(__name__)
 
 
@@ -119,6 +134,9 @@ class GatesPlugin(base_plugin.TBPlugin):
             "/units": self._serve_units,
             "/saturation": self._serve_saturation,
             "/history": self._serve_history,
+            "/select": self._serve_select,
+            "/matches": self._serve_matches,
+            "/tracks": self._serve_tracks,
             "/*": self._serve_static,
         }
 
@@ -245,16 +263,24 @@ class GatesPlugin(base_plugin.TBPlugin):
     def _serve_units(self, request):
         """Per unit, over every probe sequence's unmasked steps: mean, left and
         right saturation, and variation (mean over sequences of the standard
-        deviation over time)."""
+        deviation over time); and, where `<layer>/removal` was logged at the
+        step, the probe's loss change when the unit is removed (else null)."""
         step = self._step(request)
         gate = _choice_arg(request, "gate", GATES)
         values = self._gates(request, step)[GATES.index(gate)]
         stats = unit_statistics(values, step.mask)
+        units = values.shape[-1]
+        removal = self._removal(request, step, units)
         return {
             "gate": gate,
+            "removal_logged": removal is not None,
             "units": [
-                {"unit": k, **{name: float(v[k]) for name, v in stats.items()}}
-                for k in range(values.shape[-1])
+                {
+                    "unit": k,
+                    **{name: float(v[k]) for name, v in stats.items()},
+                    "removal": None if removal is None else removal[k],
+                }
+                for k in range(units)
             ],
         }
 
@@ -308,6 +334,136 @@ class GatesPlugin(base_plugin.TBPlugin):
             for name in ("mean", "left_saturated", "right_saturated"):
                 answer[name].append(float(stats[name][0]))
         return answer
+
+    @_route
+    def _serve_select(self, request):
+        """The units of one gate that are on throughout steps `start..stop`
+        of one probe sequence (`hypotheses.select_units`), ranked, with the
+        rule in words."""
+        step = self._step(request)
+        sequence = _int_arg(request, "sequence", step.sequences)
+        gate = _choice_arg(request, "gate", GATES)
+        time = step.mask.shape[1]
+        start = _int_arg(request, "start", time)
+        stop = _int_arg(request, "stop", time)
+        if stop < start:
+            raise BadRequest(
+                f"Received an invalid value for argument `stop`: expected a step "
+                f"in [{start}, {time}) (start is {start}), got {stop}"
+            )
+        threshold = _float_arg(request, "threshold", hypotheses.DEFAULT_THRESHOLD)
+        off_around = _bool_arg(request, "off_around")
+        values = self._gates(request, step)[GATES.index(gate), sequence]
+        with _as_bad_request():
+            units = hypotheses.select_units(
+                values, start, stop, threshold, off_around, step.mask[sequence]
+            )
+        return {
+            "gate": gate,
+            "sequence": sequence,
+            "start": start,
+            "stop": stop,
+            "threshold": threshold,
+            "off_around": off_around,
+            "units": [
+                {
+                    "unit": u["unit"],
+                    "min": _number(u["min"]),
+                    "mean": _number(u["mean"]),
+                }
+                for u in units
+            ],
+            "rule": hypotheses.describe_selection(
+                gate, threshold, start, stop, off_around
+            ),
+        }
+
+    @_route
+    def _serve_matches(self, request):
+        """Where `units` of one gate are on together over every probe sequence
+        (`hypotheses.find_matches`), the best `limit` ranked, each with the
+        labels of its steps and of a few steps around them; the rule in words."""
+        step = self._step(request)
+        gate = _choice_arg(request, "gate", GATES)
+        values = self._gates(request, step)[GATES.index(gate)]
+        units = _units_arg(request, "units", values.shape[-1])
+        threshold = _float_arg(request, "threshold", hypotheses.DEFAULT_THRESHOLD)
+        min_on = _positive_arg(request, "min_on", len(units), len(units))
+        min_length = _positive_arg(request, "min_length", 1, step.mask.shape[1])
+        limit = _positive_arg(request, "limit", _MATCHES_LIMIT, None)
+        with _as_bad_request():
+            found = hypotheses.find_matches(
+                values, units, threshold, min_on, min_length, step.mask
+            )
+        labels = self._labels(request, step)
+        time = step.mask.shape[1]
+        matches = []
+        for match in found[:limit]:
+            first = max(0, match["start"] - _MATCH_CONTEXT)
+            last = min(time, match["stop"] + 1 + _MATCH_CONTEXT)
+            shown = labels[match["sequence"], first:last].tolist()
+            matches.append({**match, "from": first, "labels": shown})
+        return {
+            "gate": gate,
+            "units": units,
+            "threshold": threshold,
+            "min_on": min_on,
+            "min_length": min_length,
+            "total": len(found),
+            "matches": matches,
+            "rule": hypotheses.describe_matches(
+                gate, threshold, units, min_on, min_length
+            ),
+        }
+
+    @_route
+    def _serve_tracks(self, request):
+        """The annotation tracks logged at `step` (target, prediction,
+        p(target), loss), of one probe sequence or of all: `{"tracks": [{name,
+        kind, per, values, range}]}`, `range` the `[min, max]` of a number
+        track over every sequence. A run that logged none answers no tracks."""
+        run = _text_arg(request, "run")
+        ctx, eid = _request_context(request)
+        steps = self._run_steps(ctx, eid, run)
+        number = _int_arg(request, "step", None)
+        if number not in steps:
+            raise BadRequest(
+                f"Received an invalid value for argument `step`: expected one of "
+                f"the steps of run {run!r} ({', '.join(map(str, steps))}), "
+                f"got {number}"
+            )
+        data = self._read_all(
+            self._provider.read_tensors, ctx, eid, [run], [TRACKS_TAG]
+        )
+        series = data.get(run, {}).get(TRACKS_TAG, [])
+        labels = _at_step(self._series(ctx, eid, run, LABELS_TAG), number)
+        batch, time = labels.shape if labels.ndim == 2 else (0, 0)
+        sequence = None
+        if request.args.get("sequence") is not None:
+            sequence = _int_arg(request, "sequence", batch)
+        at_step = [d for d in series if d.step == number]
+        if not at_step:
+            return {"step": number, "sequence": sequence, "tracks": []}
+        text = at_step[-1].numpy
+        text = text.item() if isinstance(text, np.ndarray) and text.size == 1 else text
+        try:
+            tracks = decode_tracks(text, batch, time)
+        except FormatError as error:
+            raise BadRequest(f"Run {run!r}, step {number}: {error}") from None
+        answer = []
+        for track in tracks:
+            shown = {key: track[key] for key in ("name", "kind", "per")}
+            values = track["values"]
+            if track["kind"] == "number":
+                finite = [
+                    v
+                    for v in np.ravel(np.asarray(values, dtype=object))
+                    if isinstance(v, (int, float)) and np.isfinite(v)
+                ]
+                shown["range"] = [min(finite), max(finite)] if finite else None
+            shown["values"] = values if sequence is None else values[sequence]
+            answer.append(shown)
+        return {"step": number, "sequence": sequence, "tracks": answer}
 
     @wrappers.Request.application
     def _serve_static(self, request):
@@ -427,6 +583,43 @@ class GatesPlugin(base_plugin.TBPlugin):
             downsample=_ALL_STEPS,
             run_tag_filter=provider.RunTagFilter(runs=sorted(runs), tags=sorted(tags)),
         )
+
+    def _run_steps(self, ctx, eid, run) -> list[int]:
+        """Every step at which some layer of `run` logged its gates."""
+        series = self._provider.list_blob_sequences(
+            ctx, experiment_id=eid, plugin_name=PLUGIN_NAME
+        )
+        tags = [tag for tag in series.get(run, {}) if _layer_of(tag) is not None]
+        if not tags:
+            raise BadRequest(
+                f"Received an invalid value for argument `run`: expected a run "
+                f"with LSTM gates, got {run!r}"
+            )
+        data = self._read_all(self._provider.read_blob_sequences, ctx, eid, [run], tags)
+        return sorted({d.step for tag in tags for d in data.get(run, {}).get(tag, [])})
+
+    def _removal(self, request, step: _Step, units: int) -> list | None:
+        """Per unit, the loss change when removed, as logged at this very step
+        (`<layer>/removal`), or None where it was not (or not as `summary`
+        writes it)."""
+        ctx, eid = _request_context(request)
+        tag = f"{step.layer}/{REMOVAL_TAG}"
+        data = self._read_all(self._provider.read_tensors, ctx, eid, [step.run], [tag])
+        at_step = [
+            d for d in data.get(step.run, {}).get(tag, []) if d.step == step.step
+        ]
+        if not at_step:
+            return None
+        values = np.asarray(at_step[-1].numpy)
+        if values.shape != (units,) or values.dtype.kind != "f":
+            self._log_once(
+                step.run,
+                step.layer,
+                f"step {step.step}: removal: expected float ({units},), got "
+                f"{values.dtype} {values.shape}",
+            )
+            return None
+        return _floats(values)
 
     def _has_run(self, ctx, eid, run) -> bool:
         series = self._provider.list_blob_sequences(
@@ -601,6 +794,89 @@ def _int_arg(request, name: str, stop: int | None) -> int:
             f"{expected}, got {text!r}"
         )
     return value
+
+
+def _float_arg(request, name: str, default: float) -> float:
+    """A finite number argument, `default` where it is absent."""
+    text = request.args.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not np.isfinite(value):
+        raise BadRequest(
+            f"Received an invalid value for argument `{name}`: expected a finite "
+            f"number, got {text!r}"
+        )
+    return value
+
+
+def _bool_arg(request, name: str) -> bool:
+    """`true`/`1` or `false`/`0`; False where it is absent."""
+    text = request.args.get(name)
+    if text is None:
+        return False
+    if text.lower() not in ("true", "false", "1", "0"):
+        raise BadRequest(
+            f"Received an invalid value for argument `{name}`: expected true or "
+            f"false, got {text!r}"
+        )
+    return text.lower() in ("true", "1")
+
+
+def _positive_arg(request, name: str, default: int, most: int | None) -> int:
+    """A positive integer argument, at most `most` if given; `default` where
+    it is absent."""
+    text = request.args.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1 or (most is not None and value > most):
+        expected = (
+            "a positive integer" if most is None else f"an integer in [1, {most}]"
+        )
+        raise BadRequest(
+            f"Received an invalid value for argument `{name}`: expected "
+            f"{expected}, got {text!r}"
+        )
+    return value
+
+
+def _units_arg(request, name: str, width: int) -> list[int]:
+    """Distinct unit indices below `width`, comma separated: `3,17`."""
+    text = _text_arg(request, name)
+    try:
+        units = [int(part) for part in text.split(",")]
+    except ValueError:
+        units = None
+    if (
+        units is None
+        or len(set(units)) != len(units)
+        or not all(0 <= u < width for u in units)
+    ):
+        raise BadRequest(
+            f"Received an invalid value for argument `{name}`: expected distinct "
+            f"unit indices in [0, {width}), comma separated, got {text!r}"
+        )
+    return units
+
+
+@contextlib.contextmanager
+def _as_bad_request():
+    """`keras_lstm` argument errors as 400s (their message is one line)."""
+    try:
+        yield
+    except ArgumentError as error:
+        raise BadRequest(error.message()) from None
+
+
+def _number(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
 
 
 def _choice_arg(request, name: str, choices) -> str:

@@ -1,11 +1,17 @@
 // The heatmap: units x time of the chosen gate on one probe sequence, its
-// colour legend, and the tooltip of the cell under the pointer.
+// colour legend, and the tooltip of the cell under the pointer; over it, the
+// steps of a hypothesis (selection.js) and of an opened match.
 
 import { getJSON, withSteps } from "./data.js";
 import { el, fmt, shownLabel, truncate } from "./dom.js";
 import { setStatus, showError } from "./page.js";
 import { colourIndex, colourOf, css, palette, scaleFor } from "./palette.js";
-import { baseParams, currentStep, layerInfo, state, ui } from "./state.js";
+import { baseParams, currentStep, layerInfo, shownUnits, state, ui } from "./state.js";
+import { drawTracks } from "./tracks.js";
+
+// The steps of a hypothesis, and of an opened match.
+export const SELECTION_COLOUR = "#1e88e5";
+export const MATCH_COLOUR = "#8e24aa";
 
 export async function loadHeatmap() {
   const token = ++state.generation.heatmap;
@@ -44,8 +50,10 @@ export async function loadHeatmap() {
 export function drawHeatmap() {
   const data = state.heatmap;
   if (!data) return;
-  const U = data.values.length;
-  const T = U ? data.values[0].length : data.labels.length;
+  const T = data.values.length ? data.values[0].length : data.labels.length;
+  // The rows drawn: every unit, or only the selected ones.
+  const rows = shownUnits(data.values.length);
+  const U = rows.length;
   const scale = scaleFor(data.gate, data.values, true);
   state.heatmapScale = scale;
   const g = state.heatmapGeometry;
@@ -54,6 +62,7 @@ export function drawHeatmap() {
   g.cellH = Math.max(2, Math.min(24, Math.floor(520 / U)));
   g.T = T;
   g.U = U;
+  g.rows = rows;
   const longest = data.labels.reduce((m, s) => Math.max(m, shownLabel(s).length), 0);
   const vertical = longest > 1 || g.cellW < 8;
   g.bottom = vertical ? Math.min(64, 8 + 6.5 * Math.max(longest, 1)) + 16 : 34;
@@ -75,7 +84,7 @@ export function drawHeatmap() {
   const table = palette.tables[scale.kind];
   const masked = palette.masked;
   for (let u = 0; u < U; u++) {
-    const row = data.values[u];
+    const row = data.values[rows[u]];
     for (let t = 0; t < T; t++) {
       const v = row[t];
       const p = 4 * (u * T + t);
@@ -105,9 +114,23 @@ export function drawHeatmap() {
   ctx.textAlign = "right";
   ctx.textBaseline = "middle";
   const unitStride = Math.ceil(12 / g.cellH);
+  const selected = new Set(state.selected?.units.map((u) => u.unit) ?? []);
   for (let u = 0; u < U; u += unitStride) {
-    ctx.fillText(String(u), g.left - 4, g.top + (u + 0.5) * g.cellH);
+    ctx.fillText(String(rows[u]), g.left - 4, g.top + (u + 0.5) * g.cellH);
   }
+  // The selected units' numbers, each on its row, in the selection's colour.
+  ctx.save();
+  ctx.fillStyle = SELECTION_COLOUR;
+  ctx.font = "bold 10px Roboto, Arial, sans-serif";
+  rows.forEach((unit, u) => {
+    if (!selected.has(unit)) return;
+    ctx.clearRect(g.left - 30, g.top + u * g.cellH, 29, g.cellH);
+    if (g.cellH >= 8 || u % unitStride === 0) {
+      ctx.fillText(String(unit), g.left - 4, g.top + (u + 0.5) * g.cellH);
+    }
+    ctx.fillRect(g.left - 3, g.top + u * g.cellH, 2, g.cellH);
+  });
+  ctx.restore();
   ctx.save();
   ctx.translate(10, g.top + (U * g.cellH) / 2);
   ctx.rotate(-Math.PI / 2);
@@ -144,11 +167,33 @@ export function drawHeatmap() {
   ctx.fillText("time step → (input below each step)", g.left, height - 2);
 
   // The chosen unit's row.
-  if (state.unit < U) {
+  const chosenRow = rows.indexOf(state.unit);
+  if (chosenRow >= 0) {
     ctx.strokeStyle = "#f57c00";
     ctx.lineWidth = 2;
-    ctx.strokeRect(g.left - 1, g.top + state.unit * g.cellH - 1, T * g.cellW + 2, g.cellH + 2);
+    ctx.strokeRect(g.left - 1, g.top + chosenRow * g.cellH - 1, T * g.cellW + 2, g.cellH + 2);
   }
+
+  // The steps of the hypothesis (or of the drag making one), and of the
+  // opened match, on their sequence.
+  const sequence = data.params.sequence;
+  const steps = (a, b, colour, dash) => {
+    const x = g.left + Math.min(a, b) * g.cellW;
+    const w = (Math.abs(b - a) + 1) * g.cellW;
+    ctx.save();
+    ctx.strokeStyle = colour;
+    ctx.lineWidth = 2;
+    ctx.setLineDash(dash);
+    ctx.strokeRect(x - 1, g.top - 3, w + 2, U * g.cellH + 5);
+    ctx.restore();
+  };
+  const selection = state.drag ?? state.selection;
+  if (state.drag) steps(state.drag.t0, state.drag.t1, SELECTION_COLOUR, [4, 3]);
+  else if (selection && selection.sequence === sequence) {
+    steps(selection.start, selection.stop, SELECTION_COLOUR, []);
+  }
+  const span = state.span;
+  if (span && span.sequence === sequence) steps(span.start, span.stop, MATCH_COLOUR, [2, 2]);
 
   // Where the cells are, for tests and tools that point at one.
   canvas.dataset.geometry = JSON.stringify({
@@ -159,6 +204,12 @@ export function drawHeatmap() {
   });
   canvas.dataset.gate = data.gate;
   canvas.dataset.units = String(U);
+  canvas.dataset.rows = U === data.values.length ? "all" : rows.join(" ");
+  canvas.dataset.selection =
+    state.selection && state.selection.sequence === sequence
+      ? `${state.selection.start},${state.selection.stop}`
+      : "";
+  canvas.dataset.span = span && span.sequence === sequence ? `${span.start},${span.stop}` : "";
   canvas.dataset.time = String(T);
   canvas.dataset.epoch = String(data.params.step);
   canvas.dataset.sequence = String(data.params.sequence);
@@ -167,10 +218,11 @@ export function drawHeatmap() {
     `${data.gate} (${palette.symbol[data.gate]}) `,
     el("span", {
       class: "sub",
-      text: `— ${palette.meaning[data.gate]}; ${U} units × ${T} steps of probe sequence ${data.params.sequence} (of ${info.sequences}), epoch ${data.params.step}, ${state.run} · ${state.layer}`,
+      text: `— ${palette.meaning[data.gate]}; ${U === data.values.length ? "" : "selected "}${U} units × ${T} steps of probe sequence ${data.params.sequence} (of ${info.sequences}), epoch ${data.params.step}, ${state.run} · ${state.layer}`,
     }),
   );
   drawLegend(scale, data.gate);
+  drawTracks();
   // The pointer may rest on a cell whose value just changed (←/→, a new gate).
   showTooltip();
 }
@@ -209,9 +261,16 @@ export function heatmapCell(clientX, clientY) {
   const x = clientX - rect.left - g.left;
   const y = clientY - rect.top - g.top;
   const t = Math.floor(x / g.cellW);
-  const unit = Math.floor(y / g.cellH);
-  if (t < 0 || t >= g.T || unit < 0 || unit >= g.U) return null;
-  return { t, unit };
+  const row = Math.floor(y / g.cellH);
+  if (t < 0 || t >= g.T || row < 0 || row >= g.U) return null;
+  return { t, unit: g.rows ? g.rows[row] : row };
+}
+
+/** The step of the heatmap's column at client x, clamped to the sequence. */
+export function heatmapStep(clientX) {
+  const g = state.heatmapGeometry;
+  const x = clientX - ui.heatmap.getBoundingClientRect().left - g.left;
+  return Math.max(0, Math.min(g.T - 1, Math.floor(x / g.cellW)));
 }
 
 /** The tooltip of the cell under the pointer, from the heatmap drawn now. */

@@ -13,11 +13,15 @@
 //   table.js       the units table
 //   saturation.js  the saturation scatters
 //   history.js     one unit across epochs
+//   selection.js   hypotheses: the units on over dragged steps, and matches
+//   tracks.js      annotation tracks under the heatmap (target, loss, ...)
+//   compare.js     two runs side by side
 //
 // This module holds what the user's choices change, and in what order.
 
+import { fillCompareRuns, loadCompare } from "./compare.js";
 import { POLL_SECONDS, fetchConstants, fetchRuns, forgetCached } from "./data.js";
-import { drawHeatmap, heatmapCell, loadHeatmap, showTooltip } from "./heatmap.js";
+import { drawHeatmap, heatmapCell, heatmapStep, loadHeatmap, showTooltip } from "./heatmap.js";
 import { drawHistory, loadHistory } from "./history.js";
 import {
   buildPage,
@@ -29,8 +33,16 @@ import {
 } from "./page.js";
 import { palette, usePalette } from "./palette.js";
 import { loadSaturation, markChosenPoints } from "./saturation.js";
+import {
+  clearSelection,
+  loadSelection,
+  markChosenChip,
+  onSelection,
+  selectSteps,
+} from "./selection.js";
 import { currentStep, layerInfo, state, ui } from "./state.js";
 import { loadUnits, markChosenRow } from "./table.js";
+import { loadTracks } from "./tracks.js";
 import { drawUnit, loadUnit } from "./unit.js";
 
 export async function render() {
@@ -70,6 +82,15 @@ function wire() {
     state.sequence = Number(ui.sequence.value);
     refresh({ heatmap: true, unit: true, history: true });
   });
+  ui.compare.addEventListener("change", () => {
+    state.compareRun = ui.compare.value || null;
+    loadCompare();
+  });
+  onSelection({
+    redraw: () => drawHeatmap(),
+    chooseUnit: (unit) => chooseUnit(unit),
+    openMatch,
+  });
   let sliderTimer = null;
   ui.epoch.addEventListener("input", () => {
     state.stepIndex = Number(ui.epoch.value);
@@ -78,21 +99,50 @@ function wire() {
     clearTimeout(sliderTimer);
     sliderTimer = setTimeout(
       () =>
-        refresh({ heatmap: true, unit: true, units: true, saturation: true, historyMark: true }),
+        refresh({
+          heatmap: true,
+          unit: true,
+          units: true,
+          saturation: true,
+          historyMark: true,
+          selection: true,
+        }),
       80,
     );
   });
   ui.heatmap.addEventListener("mousemove", (event) => {
     state.pointer = { x: event.clientX, y: event.clientY };
+    if (state.drag) {
+      const t = heatmapStep(event.clientX);
+      if (t !== state.drag.t1) {
+        state.drag.t1 = t;
+        drawHeatmap();
+      }
+    }
     showTooltip();
   });
   ui.heatmap.addEventListener("mouseleave", () => {
     state.pointer = null;
     showTooltip();
   });
-  ui.heatmap.addEventListener("click", (event) => {
-    const cell = heatmapCell(event.clientX, event.clientY);
-    if (cell) chooseUnit(cell.unit);
+  // A press and release on one step opens the unit (shift: selects that
+  // step); a drag over steps selects them.
+  ui.heatmap.addEventListener("mousedown", (event) => {
+    const cell = event.button === 0 ? heatmapCell(event.clientX, event.clientY) : null;
+    if (!cell) return;
+    // No text selection while dragging; the keys still go to the heatmap.
+    event.preventDefault();
+    ui.heatmap.focus();
+    state.drag = { t0: cell.t, t1: cell.t, unit: cell.unit, shift: event.shiftKey };
+  });
+  window.addEventListener("mouseup", (event) => {
+    const drag = state.drag;
+    if (!drag) return;
+    if (event.target === ui.heatmap) drag.t1 = heatmapStep(event.clientX);
+    state.drag = null;
+    if (drag.t1 !== drag.t0 || drag.shift) selectSteps(drag.t0, drag.t1);
+    else chooseUnit(drag.unit);
+    drawHeatmap();
   });
   ui.heatmap.addEventListener("keydown", onHeatmapKey);
   // A trace's chart colours the input by its gate.
@@ -133,6 +183,7 @@ function onHeatmapKey(event) {
 
 function chooseRun(run) {
   state.run = run;
+  fillCompareRuns();
   const layers = Object.keys(state.runs[run].layers).sort();
   const keep = layers.includes(state.layer) ? state.layer : layers[0];
   fillSelect(ui.layer, layers, keep);
@@ -141,6 +192,8 @@ function chooseRun(run) {
 
 function chooseLayer(layer) {
   state.layer = layer;
+  // Another layer's units are others: the hypothesis goes.
+  clearSelection();
   const info = layerInfo();
   state.stepIndex = info.steps.length - 1;
   state.sequence = Math.min(state.sequence, info.sequences - 1);
@@ -176,7 +229,21 @@ function chooseUnit(unit, byUser = true) {
   drawHeatmap();
   markChosenRow();
   markChosenPoints();
+  markChosenChip();
   refresh({ unit: true, history: true });
+}
+
+/** Opens a match: its sequence in the heatmap, its steps marked. */
+function openMatch(match) {
+  state.span = match;
+  if (match.sequence !== state.sequence) {
+    state.sequence = match.sequence;
+    ui.sequence.value = String(match.sequence);
+    refresh({ heatmap: true, unit: true, history: true });
+  } else {
+    drawHeatmap();
+  }
+  ui.heatmap.scrollIntoView({ block: "nearest" });
 }
 
 /** Until the user picks one, opens the unit whose gate moves most: more to
@@ -190,7 +257,12 @@ function openMostVaried(units) {
 async function refresh(what) {
   // The heatmap first: the server (often on the same two cores as the
   // browser) answers it sooner alone, and the rest fills in after it.
-  if (what.heatmap) await loadHeatmap();
+  if (what.heatmap) {
+    await loadHeatmap();
+    loadTracks();
+  }
+  if (what.selection) loadSelection();
+  if (what.units || what.saturation) loadCompare();
   if (what.unit) loadUnit();
   else if (what.unitView) drawUnit();
   if (what.units) loadUnits().then(openMostVaried);
@@ -214,6 +286,7 @@ function showRuns(runs) {
   const shownStep = before ? currentStep() : null;
   const wasLast = before ? state.stepIndex === before.steps.length - 1 : true;
   state.runs = runs;
+  if (runs[state.run]) fillCompareRuns();
   if (!runs[state.run]) {
     fillSelect(ui.run, names, names[0]);
     chooseRun(names[0]);

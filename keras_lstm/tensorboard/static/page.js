@@ -1,10 +1,14 @@
-// The page's skeleton: header controls, the five panels, the status line.
-// index.js wires the controls; the view modules fill the panels.
+// The page's skeleton: header controls, the panels, the status line.
+// index.js wires the controls; the view modules fill the panels (and build
+// the parts that are their own: selection.js, tracks.js, compare.js).
 
+import { buildCompare } from "./compare.js";
 import { POLL_SECONDS } from "./data.js";
 import { el } from "./dom.js";
 import { palette } from "./palette.js";
+import { buildSelection } from "./selection.js";
 import { currentStep, layerInfo, state, ui } from "./state.js";
+import { buildTracks } from "./tracks.js";
 
 /** Loads style.css (beside this module); resolves once it applies, or once
  * it failed (the page then works unstyled). */
@@ -40,13 +44,14 @@ export function buildPage() {
     el("label", {}, "Gate", ui.gate),
     el("label", {}, "Probe", ui.sequence),
     el("label", {}, "Epoch", ui.epoch, ui.epochLabel),
+    el("label", {}, "Compare with", buildCompare()),
     ui.status,
   );
 
   ui.heatmapTitle = el("h2");
   ui.legend = el("div", { id: "legend" });
   ui.heatmap = el("canvas", { id: "heatmap", tabindex: "0" });
-  ui.heatmapWrap = el("div", { id: "heatmap-wrap" }, ui.heatmap);
+  ui.heatmapWrap = el("div", { id: "heatmap-wrap" }, ui.heatmap, ...buildTracks());
   const heatmapPanel = el(
     "section",
     { class: "wide", id: "heatmap-panel" },
@@ -55,7 +60,9 @@ export function buildPage() {
     ui.heatmapWrap,
     el("p", {
       class: "note",
-      text: "Hover for the value, click a row to open that unit; ↑/↓ change the unit, ←/→ the epoch.",
+      text:
+        "Hover for the value, click a row to open that unit; drag over steps to select the " +
+        "units on there (below); ↑/↓ change the unit, ←/→ the epoch.",
     }),
   );
 
@@ -114,7 +121,17 @@ export function buildPage() {
   );
 
   ui.tooltip = el("div", { id: "tooltip" });
-  ui.main = el("main", {}, heatmapPanel, ui.unitPanel, unitsPanel, saturationPanel, historyPanel);
+  ui.main = el(
+    "main",
+    {},
+    heatmapPanel,
+    buildSelection(),
+    ui.unitPanel,
+    unitsPanel,
+    saturationPanel,
+    historyPanel,
+    ui.comparePanel,
+  );
   ui.empty = el("div", {
     class: "empty",
     id: "empty",

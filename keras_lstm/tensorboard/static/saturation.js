@@ -58,6 +58,13 @@ function squareTitle({ units, lefts, rights }) {
 }
 
 function drawSaturation(data) {
+  ui.scatters.replaceChildren(...saturationFigures(data));
+  markChosenRow();
+  markChosenPoints();
+}
+
+/** One scatter per sigmoid gate of a `saturation` answer, as <figure>s. */
+export function saturationFigures(data) {
   const size = 220;
   // Wide enough that the largest marker at 0 leaves the tick labels clear.
   const pad = 36;
@@ -100,9 +107,7 @@ function drawSaturation(data) {
     figure.insertAdjacentHTML("beforeend", svg);
     return figure;
   });
-  ui.scatters.replaceChildren(...figures);
-  markChosenRow();
-  markChosenPoints();
+  return figures;
 }
 
 /**

@@ -28,8 +28,33 @@ export const state = {
   cursor: null,
   // Where the pointer rests on the heatmap (client coordinates), null off it.
   pointer: null,
+  // A hypothesis (selection.js): the steps dragged over on the heatmap,
+  // `{sequence, start, stop}`, null for none; the rule's options; the
+  // `select` answer; whether the heatmap shows only the selected units.
+  selection: null,
+  rule: { gate: "hidden_state", threshold: 0.3, offAround: false, minLength: 1, minOn: null },
+  selected: null,
+  onlySelected: false,
+  // A drag in progress over the heatmap: `{t0, t1, unit}`.
+  drag: null,
+  // The match opened from the match list: `{sequence, start, stop}`.
+  span: null,
+  // The `tracks` answer of the shown sequence (tracks.js).
+  tracks: null,
+  // The second run of the side-by-side view (compare.js), null for none.
+  compareRun: null,
   // Each view drops answers to requests that a newer one has overtaken.
-  generation: { heatmap: 0, unit: 0, units: 0, saturation: 0, history: 0 },
+  generation: {
+    heatmap: 0,
+    unit: 0,
+    units: 0,
+    saturation: 0,
+    history: 0,
+    select: 0,
+    matches: 0,
+    tracks: 0,
+    compare: 0,
+  },
 };
 
 // The page's elements, made once by page.js's buildPage.
@@ -41,6 +66,13 @@ export function layerInfo() {
 
 export function currentStep() {
   return layerInfo().steps[state.stepIndex];
+}
+
+/** The units the heatmap draws, in order: all, or only the selected ones. */
+export function shownUnits(total) {
+  const selected = state.selected?.units.map((u) => u.unit);
+  if (state.onlySelected && selected?.length) return selected.filter((u) => u < total);
+  return Array.from({ length: total }, (_, k) => k);
 }
 
 export function baseParams() {

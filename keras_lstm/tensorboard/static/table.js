@@ -1,5 +1,6 @@
 // The units table: per unit of the chosen gate, its mean, saturation and
-// variation over every probe sequence; sortable by any column.
+// variation over every probe sequence and, where the run logged it, the
+// probe's loss change when the unit is removed; sortable by any column.
 
 import { getJSON } from "./data.js";
 import { el, fmt } from "./dom.js";
@@ -23,8 +24,9 @@ export async function loadUnits() {
   }
 }
 
-/** The table's columns as [key, heading]; saturation only where it means something. */
-function unitColumns(gate) {
+/** The table's columns as [key, heading]; saturation only where it means
+ * something, the removal only where it was logged. */
+function unitColumns(gate, removal) {
   // The saturation thresholds are the ends of a sigmoid gate's range; c, g
   // and h have no such ends.
   const saturation = isSigmoid(gate)
@@ -33,7 +35,14 @@ function unitColumns(gate) {
         ["right_saturated", `right > ${palette.rightSaturated}`],
       ]
     : [];
-  return [["unit", "unit"], ["mean", "mean"], ...saturation, ["variation", "variation"]];
+  const removed = removal ? [["removal", "loss change when removed"]] : [];
+  return [
+    ["unit", "unit"],
+    ["mean", "mean"],
+    ...saturation,
+    ["variation", "variation"],
+    ...removed,
+  ];
 }
 
 export function drawUnits() {
@@ -49,9 +58,22 @@ export function drawUnits() {
       ? `left/right = fraction of values below ${palette.leftSaturated} / ` +
         `above ${palette.rightSaturated}; `
       : "") +
-    "variation = mean over sequences of the standard deviation over time. " +
+    "variation = mean over sequences of the standard deviation over time" +
+    (data.removal_logged
+      ? "; loss change when removed = the probe's loss with the unit's h_t held at 0, " +
+        "minus the intact model's (keras_lstm.ablate). "
+      : ". ") +
     "Click a heading to sort, a row to open the unit.";
-  const columns = unitColumns(data.gate);
+  fillUnitsTable(ui.unitsTable, data, drawUnits);
+}
+
+/**
+ * Writes a `units` answer into `table`, sorted by the page's sort column (as
+ * the unit number where the table has no such column); a click on a heading
+ * changes the sort and calls `redraw`.
+ */
+export function fillUnitsTable(table, data, redraw) {
+  const columns = unitColumns(data.gate, data.removal_logged);
   if (!columns.some(([k]) => k === state.sortKey)) {
     state.sortKey = "unit";
     state.sortDescending = false;
@@ -76,6 +98,7 @@ export function drawUnits() {
     left_saturated: (u) => bar(u.left_saturated) + fmt(u.left_saturated),
     right_saturated: (u) => bar(u.right_saturated) + fmt(u.right_saturated),
     variation: (u) => bar(u.variation, maxVariation) + fmt(u.variation),
+    removal: (u) => (u.removal === null || u.removal === undefined ? "" : fmt(u.removal, 4)),
   };
   const body = rows
     .map(
@@ -85,13 +108,14 @@ export function drawUnits() {
         "</tr>",
     )
     .join("");
-  ui.unitsTable.innerHTML = `<thead><tr>${head}</tr></thead><tbody>${body}</tbody>`;
-  ui.unitsTable.dataset.layer = data.params.layer;
-  ui.unitsTable.dataset.epoch = String(data.params.step);
-  ui.unitsTable.dataset.gate = data.gate;
-  ui.unitsTable.dataset.sortKey = key;
-  ui.unitsTable.dataset.sortDescending = String(state.sortDescending);
-  ui.unitsTable.querySelector("thead").onclick = (event) => {
+  table.innerHTML = `<thead><tr>${head}</tr></thead><tbody>${body}</tbody>`;
+  table.dataset.run = data.params.run;
+  table.dataset.layer = data.params.layer;
+  table.dataset.epoch = String(data.params.step);
+  table.dataset.gate = data.gate;
+  table.dataset.sortKey = key;
+  table.dataset.sortDescending = String(state.sortDescending);
+  table.querySelector("thead").onclick = (event) => {
     const th = event.target.closest("th");
     if (!th) return;
     if (state.sortKey === th.dataset.key) state.sortDescending = !state.sortDescending;
@@ -99,7 +123,7 @@ export function drawUnits() {
       state.sortKey = th.dataset.key;
       state.sortDescending = th.dataset.key !== "unit";
     }
-    drawUnits();
+    redraw();
   };
 }
 
