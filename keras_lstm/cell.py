@@ -312,7 +312,7 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
             _dropped_matmul(h_prev, self.recurrent_kernel, h_mask),
         )
 
-    def step(self, u_x, w_h, c_prev, weights=None) -> StepGates:
+    def step(self, u_x, w_h, c_prev, weights=None, whole_z=None) -> StepGates:
         """The equations, from the projections `U x_t` and `W h_{t-1}`.
 
         Args:
@@ -322,6 +322,15 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
             weights: Optional mapping from the names in `step_weight_names()`
                 to tensors, used instead of the cell's own variables (the
                 compiled sequence loop passes them in, to differentiate them).
+            whole_z: Whether i, f and o come from one activation of all four
+                gates' z (g's quarter computed in vain) rather than one per
+                gate: the same numbers, and under XLA one vectorised loop
+                instead of scalar code for each slice. Default: on TensorFlow,
+                whose compiled loop runs the step under XLA
+                (`benchmarks/chains.py`); the JAX loop asks for it where the
+                step is not differentiated (`benchmarks/backends.py`). Only
+                where i, f and o read z as it comes, with an element-wise
+                activation.
 
         Returns:
             `StepGates(i, f, o, g, c, h)`, each of shape `(batch, units)`; a
@@ -341,9 +350,8 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
         if spec.peephole:
             p_i, p_f, p_o = ops.split(weights["peephole"], 3)
             z_i, z_f = z_i + p_i * c_prev, z_f + p_f * c_prev
-        if self._activates_whole_z:
-            # XLA compiles one activation of all of z into one vectorised loop, of
-            # its slices into scalar code (benchmarks/chains.py); g's is unused.
+        whole_z = self._can_activate_whole_z(whole_z)
+        if whole_z:
             i, f, _, o = ops.split(sigmoid(z), 4, axis=-1)
         else:
             i, f = sigmoid(z_i), sigmoid(z_f)
@@ -358,7 +366,7 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
         c = f * c_prev + i * g
         if spec.peephole:
             z_o = z_o + p_o * c
-        if not self._activates_whole_z:
+        if not whole_z:
             o = sigmoid(z_o) if spec.output_gate else one
         c_out = self._layer_norm(c, weights, "cell", 1) if spec.layer_norm else c
         h = o * (tanh(c_out) if spec.output_activation else c_out)
@@ -376,20 +384,15 @@ class LSTMCell(keras.layers.Layer, _DropoutRNNCell):
         each. The compiled backward pass then keeps one gradient per step."""
         return not self.spec.layer_norm
 
-    @property
-    def _activates_whole_z(self) -> bool:
-        """Whether `step` takes i, f and o from one activation of all four
-        gates' z: on TensorFlow, whose compiled loop runs the step under XLA,
-        where i, f and o read z as they come (a gradient through the unused g
-        quarter of variants that drop a gate or normalise z costs more than it
-        saves), and for an element-wise activation whose derivative cannot
-        overflow (the unused quarter's gradient would be 0 * inf)."""
+    def _can_activate_whole_z(self, asked) -> bool:
+        """`step`'s `whole_z`, where it applies: not where a gate is dropped or
+        reads more than z (its gradient through the unused quarter costs more
+        than it saves), nor for an activation whose derivative can overflow
+        (the unused quarter's gradient would be 0 * inf)."""
+        if asked is None:
+            asked = keras.backend.backend() == "tensorflow"
         name = _ELEMENTWISE.get(id(self.recurrent_activation))
-        return (
-            keras.backend.backend() == "tensorflow"
-            and self.spec.gates_read_z
-            and name not in (None, "exponential")
-        )
+        return asked and self.spec.gates_read_z and name not in (None, "exponential")
 
     def step_weight_names(self) -> tuple[str, ...]:
         """The weights `step` uses (all but `kernel` and `recurrent_kernel`)."""

@@ -195,7 +195,7 @@ class LSTM(_KerasLSTM):
         if kernel == "torch":
             return _torch_lstm(self, sequences, initial_state)
         if kernel == "hoisted":
-            return _hoisted_loop(self, sequences, initial_state, mask)
+            return _hoisted_loop(self, sequences, initial_state, mask, training)
         from keras_lstm import _fast_tf
 
         return _fast_tf.lstm_sequence(
@@ -381,7 +381,7 @@ def _torch_lstm(layer, sequences, initial_state):
     return last_output, outputs, [h[0], c[0]]
 
 
-def _hoisted_loop(layer, sequences, initial_state, mask):
+def _hoisted_loop(layer, sequences, initial_state, mask, training=False):
     """The cell's step over time with `U x_t` of every step computed first, in
     one matmul (dropout on x_t, if any, applied by the caller): what
     `keras.layers.RNN`'s loop computes, with one matmul per step instead of two.
@@ -396,7 +396,8 @@ def _hoisted_loop(layer, sequences, initial_state, mask):
     def step(u_x_t, states):
         h_prev, c_prev = states
         w_h = ops.matmul(h_prev, cell.recurrent_kernel)
-        _, _, _, _, c, h = cell.step(u_x_t, w_h, c_prev)
+        # One activation of all of z where nothing differentiates the step.
+        _, _, _, _, c, h = cell.step(u_x_t, w_h, c_prev, whole_z=not training)
         return h, [h, c]
 
     # The loop keras.layers.RNN runs (masks, go_backwards, outputs), which

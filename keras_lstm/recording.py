@@ -80,7 +80,8 @@ class _KerasEquations:
         self.cell = cell
         self.units = cell.units
 
-    def step(self, u_x, w_h, c_prev):
+    def step(self, u_x, w_h, c_prev, whole_z=None):
+        del whole_z  # one activation per gate: the equations as Keras writes them
         cell = self.cell
         z = u_x + w_h
         if cell.use_bias:
@@ -508,7 +509,8 @@ def _gate_loop(layer, cells, sequences, states, mask, training):
                 u_x, w_h = x_t, _projections(cell, None, h_prev, training)[1]
             else:
                 u_x, w_h = _projections(cell, x_t, h_prev, training)
-            gates = _equations(cell).step(u_x, w_h, c_prev)
+            # One activation of all of z where nothing differentiates the step.
+            gates = _equations(cell).step(u_x, w_h, c_prev, whole_z=not training)
             c, h = gates.cell_state, gates.hidden_state
             if keep_t is not None:
                 c = ops.where(keep_t, c, c_prev)
