@@ -48,7 +48,9 @@ STATES = ("hidden", "cell")
 _MAX_ROWS = 4096
 
 
-def ablate(model, x, y, layer, units, state="hidden", batch_size=None) -> dict:
+def ablate(
+    model, x, y, layer, units, state="hidden", batch_size=None, sample_weight=None
+) -> dict:
     """The model's loss and metrics on `(x, y)` with `units` of `layer` removed.
 
     Args:
@@ -66,6 +68,9 @@ def ablate(model, x, y, layer, units, state="hidden", batch_size=None) -> dict:
             zero); see the module docstring.
         batch_size: Samples per forward pass before the repetition, as in
             `Model.evaluate`. Default: 32.
+        sample_weight: Optional weights of the samples (or of each step, for
+            per-step targets), as in `Model.evaluate`: e.g. 1 at the steps a
+            hypothesis is about and 0 elsewhere, to measure the loss there.
 
     Returns:
         A dict with `loss` and each compiled metric (e.g. `accuracy`) with the
@@ -79,7 +84,7 @@ def ablate(model, x, y, layer, units, state="hidden", batch_size=None) -> dict:
     """
     units = [units] if isinstance(units, (int, np.integer)) else units
     intact, removed = ablation_metrics(
-        model, x, y, layer, [[], units], state=state, batch_size=batch_size
+        model, x, y, layer, [[], units], state, batch_size, sample_weight
     )
     result = dict(removed)
     result.update({f"intact_{name}": value for name, value in intact.items()})
@@ -88,7 +93,7 @@ def ablate(model, x, y, layer, units, state="hidden", batch_size=None) -> dict:
 
 
 def ablation_metrics(
-    model, x, y, layer, unit_sets, state="hidden", batch_size=None
+    model, x, y, layer, unit_sets, state="hidden", batch_size=None, sample_weight=None
 ) -> list[dict]:
     """The model's loss and compiled metrics with each of `unit_sets` removed.
 
@@ -119,7 +124,7 @@ def ablation_metrics(
         predictions = _predictions(forward, x, samples, batch_size, keeps, saved)
     finally:
         _restore(saved)
-    return [_evaluate(model, y, y_pred) for y_pred in predictions]
+    return [_evaluate(model, y, y_pred, sample_weight) for y_pred in predictions]
 
 
 def _predictions(forward, x, samples, batch_size, keeps, saved) -> list:
@@ -337,15 +342,19 @@ class _Forward:
             del layer.inner_loop
 
 
-def _evaluate(model, y, y_pred) -> dict:
+def _evaluate(model, y, y_pred, sample_weight=None) -> dict:
     """The model's loss and compiled metrics of predictions `y_pred`, as
     `model.evaluate` computes them."""
     to_tensor = functools.partial(keras.tree.map_structure, keras.ops.convert_to_tensor)
     y, y_pred = to_tensor(y), to_tensor(y_pred)
+    if sample_weight is not None:
+        sample_weight = to_tensor(np.asarray(sample_weight, dtype="float32"))
     model.reset_metrics()
     try:
-        loss = model.compute_loss(x=None, y=y, y_pred=y_pred, training=False)
-        results = model.compute_metrics(None, y, y_pred, None)
+        loss = model.compute_loss(
+            x=None, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
+        )
+        results = model.compute_metrics(None, y, y_pred, sample_weight)
         results = {
             name: float(keras.ops.convert_to_numpy(value))
             for name, value in results.items()

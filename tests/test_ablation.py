@@ -205,3 +205,25 @@ def test_an_uncompiled_model_is_refused(rng):
     x, y = data(rng)
     with pytest.raises(ValueError, match="`model`.*compiled"):
         ablate(model, x, y, model.layers[0], [0])
+
+
+def test_sample_weights_measure_the_loss_where_they_are(rng):
+    keras.utils.set_random_seed(9)
+    model = compiled(
+        keras.Sequential(
+            [
+                keras.Input((TIME, FEATURES)),
+                keras.layers.LSTM(UNITS, return_sequences=True, name="lstm"),
+                keras.layers.Dense(CLASSES, activation="softmax"),
+            ]
+        )
+    )
+    x, y = data(rng, per_step=True)
+    weights = (rng.uniform(size=(SAMPLES, TIME)) > 0.6).astype("float32")
+    result = ablate(model, x, y, "lstm", [0, 2], sample_weight=weights, batch_size=4)
+    intact = model.evaluate(x, y, sample_weight=weights, verbose=0, return_dict=True)
+    remove_by_hand(model.get_layer("lstm").cell, [0, 2], "hidden")
+    removed = model.evaluate(x, y, sample_weight=weights, verbose=0, return_dict=True)
+    assert_matches(result, intact, removed)
+    unweighted = model.evaluate(x, y, verbose=0, return_dict=True)
+    assert result["loss"] != pytest.approx(unweighted["loss"], rel=1e-3)
