@@ -309,6 +309,74 @@ def test_units_route_gives_the_logged_removals(client, logdir):
 # The page.
 
 
+def probe_data():
+    """The probe `logdir` was written with: one-hot inputs and next ids."""
+    ids = np.random.default_rng(0).integers(0, len(TEXT), size=(BATCH, TIME + 1))
+    return np.eye(len(TEXT), dtype="float32")[ids[:, :-1]], ids[:, 1:]
+
+
+def loss_with_units_removed_by_hand(seed, units):
+    """`model.evaluate` of run `seed`'s model with the output gates of `units`
+    held at 0 in its weights (bias -1e4, no weights in): h_t of those units is
+    exactly 0. The reference for the `remove` route."""
+    model = text_model(seed)
+    x, y = probe_data()
+    intact = model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+    layer = model.get_layer(LAYER)
+    kernel, recurrent, bias = (w.copy() for w in layer.get_weights())
+    for unit in units:
+        column = 3 * UNITS + unit
+        kernel[:, column], recurrent[:, column], bias[column] = 0, 0, -1e4
+    layer.set_weights([kernel, recurrent, bias])
+    return intact, model.evaluate(x, y, verbose=0, return_dict=True)["loss"]
+
+
+def test_the_remove_route_evaluates_the_logged_model_without_the_units(client):
+    status, text = answer(
+        client, "remove", run="b", layer=LAYER, step=0, units="1,4", state="hidden"
+    )
+    assert status == 200, text
+    data = json.loads(text)
+    intact, removed = loss_with_units_removed_by_hand(1, [1, 4])
+    assert data["units"] == [1, 4] and data["sequences"] == BATCH
+    # float32 losses of one small batch, by two loops: a few ulps.
+    assert data["metrics"]["intact_loss"] == pytest.approx(intact, rel=1e-5)
+    assert data["metrics"]["loss"] == pytest.approx(removed, rel=1e-5)
+    assert data["metrics"]["loss_change"] != 0
+
+
+REMOVE = {"run": "a", "layer": LAYER, "step": 0, "units": "0,3"}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {**REMOVE, "units": ""},
+        {**REMOVE, "units": "0,0"},
+        {**REMOVE, "units": f"{UNITS}"},
+        {**REMOVE, "units": "x"},
+        {**REMOVE, "state": "output"},
+        {**REMOVE, "step": 3},
+        {**REMOVE, "layer": "nope"},
+        {**REMOVE, "run": "nope"},
+    ],
+)
+def test_the_remove_route_answers_bad_parameters_with_400(client, params):
+    status, text = answer(client, "remove", **params)
+    assert status == 400 and text and "\n" not in text.strip(), text
+
+
+def test_a_run_without_targets_has_nothing_to_remove(tmp_path):
+    from test_plugin import wsgi_client
+
+    import keras_lstm
+
+    x, _ = probe_data()
+    keras_lstm.write_gate_dashboard(text_model(0), x, None, tmp_path / "plain")
+    status, text = answer(wsgi_client(tmp_path), "remove", **{**REMOVE, "run": "plain"})
+    assert status == 400 and "targets" in text, text
+
+
 @pytest.fixture(scope="module")
 def page(logdir, tmp_path_factory):
     """(url, driver): TensorBoard over both runs and a Chromium on the tab."""
@@ -592,6 +660,34 @@ def screenshot(logdir, out, run, sequence, start, stop, threshold, compare, size
     image = Image.open(out).convert("RGB")
     image = image.crop((0, 0, image.width, min(image.height, bottom)))
     image.save(out, optimize=True)
+
+
+def test_the_selection_is_removed_from_the_tab(page, logdir):
+    url, driver = page
+    open_tab(driver, url)
+    choose(driver, "run-select", "b")
+    h, mask = logged_gate(logdir, "b", "hidden_state")
+    threshold = 0.2
+    sequence, start, stop = a_good_selection(h, mask, threshold)
+    choose(driver, "sequence-select", sequence)
+    shown_heatmap(driver, sequence=sequence, units=UNITS)
+    set_input(driver, "rule-threshold", str(threshold))
+    drag_over_steps(driver, start, stop, unit=1)
+    key = ["hidden_state", sequence, start, stop, threshold, False]
+    units, _ = shown_hypothesis(driver, key)
+    driver.find_element("id", "remove-units").click()
+    metrics = wait_for(
+        driver,
+        "return document.getElementById('removal-result').dataset.metrics",
+        "the removal's result",
+        60.0,
+    )
+    metrics = json.loads(metrics)
+    intact, removed = loss_with_units_removed_by_hand(1, units)
+    assert metrics["loss"] == pytest.approx(removed, rel=1e-5)
+    assert metrics["intact_loss"] == pytest.approx(intact, rel=1e-5)
+    shown = driver.find_element("id", "removal-result").text
+    assert f"{len(units)} units' h_t held at 0" in shown
 
 
 def main(argv=None):

@@ -275,8 +275,9 @@ def run_dirs(logdir):
 
 def expected_gate_tags(layers):
     # The LSTM gates dashboard: labels, tracks (the probe's targets, predictions
-    # and losses), and per layer its gates, mask and the loss change per unit.
-    tags = {"labels", "tracks"}
+    # and losses), the model and probe for removals chosen there, and per layer
+    # its gates, mask and the loss change per unit.
+    tags = {"labels", "tracks", "model", "probe"}
     for layer in layers:
         tags |= {f"{layer}/gates", f"{layer}/mask", f"{layer}/removal"}
         for gate in keras_lstm.GATES:

@@ -122,6 +122,7 @@ class GateTensorBoard(keras.callbacks.Callback):
         self.target_names = target_names
         self.removals = removals
         self._dashboard_labels = None
+        self._probe_written = False
         self._writer = None
         self._reader = None
         self._epoch = None
@@ -176,7 +177,9 @@ class GateTensorBoard(keras.callbacks.Callback):
                         self.target_names,
                         gates,
                         removals=self.removals,
+                        probe=not self._probe_written,
                     )
+                    self._probe_written = True
         self._writer.flush()
         self._last_written = step
 

@@ -52,7 +52,9 @@ from keras_lstm.tensorboard.summary import (
     GATES_TAG,
     LABELS_TAG,
     MASK_TAG,
+    MODEL_TAG,
     PLUGIN_NAME,
+    PROBE_TAG,
     REMOVAL_TAG,
     TRACKS_TAG,
     FormatError,
@@ -60,6 +62,8 @@ from keras_lstm.tensorboard.summary import (
     decode_gates,
     decode_tracks,
     gates_content,
+    read_model,
+    read_probe,
 )
 
 STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
@@ -118,6 +122,10 @@ class GatesPlugin(base_plugin.TBPlugin):
         self._provider = context.data_provider
         self._cache = _ArrayCache(_CACHE_BYTES)
         self._lock = threading.Lock()
+        # The model of the last removal asked for, by blob key: loading one
+        # takes longer than evaluating it on the probe.
+        self._models = {}
+        self._model_lock = threading.Lock()
         self._logged = set()  # (run, layer, problem)
         # (experiment, blob key, wall time) -> problem, of the blobs a data
         # route found bad; `runs` leaves their steps out.
@@ -137,6 +145,7 @@ class GatesPlugin(base_plugin.TBPlugin):
             "/select": self._serve_select,
             "/matches": self._serve_matches,
             "/tracks": self._serve_tracks,
+            "/remove": self._serve_remove,
             "/*": self._serve_static,
         }
 
@@ -464,6 +473,64 @@ class GatesPlugin(base_plugin.TBPlugin):
             shown["values"] = values if sequence is None else values[sequence]
             answer.append(shown)
         return {"step": number, "sequence": sequence, "tracks": answer}
+
+    @_route
+    def _serve_remove(self, request):
+        """The probe's loss and metrics at `step` with `units` of `layer` held
+        at zero (`state`: "hidden", the default, or "cell"), against the intact
+        model: `keras_lstm.ablate` on the model and probe the run logged with
+        its targets (`summary.write_removal_model`)."""
+        step = self._step(request)
+        units = _units_arg(request, "units", self._gates(request, step).shape[-1])
+        state = "hidden"
+        if request.args.get("state") is not None:
+            state = _choice_arg(request, "state", ("hidden", "cell"))
+        ctx, eid = _request_context(request)
+        model_blob = self._blob_at(ctx, eid, step.run, MODEL_TAG, step.step)
+        probe_blob = self._blob_at(ctx, eid, step.run, PROBE_TAG, None)
+        if model_blob is None or probe_blob is None:
+            raise BadRequest(
+                f"Run {step.run!r} logged no model at step {step.step}: removals "
+                "need the probe's targets (GateTensorBoard(..., targets=...)) and "
+                "a compiled model"
+            )
+        from keras_lstm.ablation import ablate
+
+        with self._model_lock:
+            try:
+                model = self._models.get(model_blob)
+                if model is None:
+                    model = read_model(
+                        self._provider.read_blob(ctx, blob_key=model_blob)
+                    )
+                    self._models = {model_blob: model}  # the last one only
+                x, y = read_probe(self._provider.read_blob(ctx, blob_key=probe_blob))
+            except FormatError as error:
+                raise BadRequest(
+                    f"Run {step.run!r}, step {step.step}: {error}"
+                ) from None
+            with _as_bad_request():
+                result = ablate(model, x, y, step.layer, units, state=state)
+        return {
+            "step": step.step,
+            "layer": step.layer,
+            "units": units,
+            "state": state,
+            "sequences": int(len(x)),
+            "metrics": {name: _number(value) for name, value in result.items()},
+        }
+
+    def _blob_at(self, ctx, eid, run, tag, step) -> str | None:
+        """The blob key of `tag` at `step` (None: the first step written)."""
+        data = self._read_all(
+            self._provider.read_blob_sequences, ctx, eid, [run], [tag]
+        )
+        series = sorted(data.get(run, {}).get(tag, []), key=lambda d: d.step)
+        if step is not None:
+            series = [d for d in series if d.step == step]
+        if not series or not series[0].values:
+            return None
+        return series[0].values[0].blob_key
 
     @wrappers.Request.application
     def _serve_static(self, request):

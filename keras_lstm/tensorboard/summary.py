@@ -17,6 +17,10 @@ Under the TensorBoard run being written, at each logged step:
 - `<layer>/removal` (with targets, for a compiled model): float32 `(units,)`,
   the probe's loss with the unit's hidden state held at zero minus the loss of
   the intact model (`keras_lstm.ablate`).
+- `model` (with targets, for a compiled model): the model as it was at the
+  step, a `.keras` file in a blob, and `probe` (at the first step written): the
+  probe's inputs and targets, an `.npz` in a blob; so that the dashboard can
+  remove any set of units and measure it (`plugin`'s `remove` route).
 
 The dashboard (`keras_lstm.tensorboard.plugin`) reads them back through
 `gates_content`, `decode_gates` and `check_mask`, which refuse with a
@@ -29,6 +33,7 @@ import io
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +46,8 @@ MASK_TAG = "mask"  # <layer>/mask
 LABELS_TAG = "labels"
 TRACKS_TAG = "tracks"
 REMOVAL_TAG = "removal"  # <layer>/removal
+MODEL_TAG = "model"
+PROBE_TAG = "probe"
 # The plugin content of the `<layer>/gates` series: what a reader needs to
 # know without loading a step.
 _CONTENT_VERSION = 1
@@ -282,22 +289,89 @@ def decode_tracks(text, batch: int, time: int) -> list[dict]:
 
 
 def write_annotations(
-    model, inputs, targets, target_names, gates: dict, removals: bool = True
+    model, inputs, targets, target_names, gates: dict, removals=True, probe=True
 ) -> None:
     """Writes the annotation tracks of `model` on the probe `inputs` against
     `targets` and, for a compiled model where `removals`, each unit's loss
-    change when removed, for every layer of `gates`."""
+    change when removed, for every layer of `gates`, and the model itself (with
+    the probe, where `probe`) for removals chosen in the dashboard."""
     from keras_lstm.ablation import ablation_metrics
     from keras_lstm.annotations import annotation_tracks
 
     write_tracks(annotation_tracks(model, inputs, targets, target_names))
     if not (removals and getattr(model, "compiled", False) and model.loss):
         return
+    write_removal_model(model, inputs, targets, probe)
     for layer, values in gates.items():
         units = values["hidden_state"].shape[-1]
         unit_sets = [[]] + [[unit] for unit in range(units)]
         intact, *removed = ablation_metrics(model, inputs, targets, layer, unit_sets)
         write_removals(layer, [r["loss"] - intact["loss"] for r in removed])
+
+
+def write_removal_model(model, inputs, targets, probe: bool) -> bool:
+    """Writes the model (and, where `probe`, the probe's inputs and targets) for
+    the dashboard's removals; False (nothing written) for a model it cannot
+    evaluate there: not compiled, or inputs that are not one array."""
+    import tempfile
+
+    import tensorflow as tf
+
+    x = np.asarray(inputs) if isinstance(inputs, np.ndarray) else None
+    if x is None or not getattr(model, "compiled", False) or not model.loss:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.keras")
+        model.save(path)
+        with open(path, "rb") as f:
+            saved = f.read()
+    tf.summary.write(
+        MODEL_TAG,
+        tf.constant([saved]),
+        metadata=_metadata(
+            "The model at this step, a .keras file, for the dashboard's removals",
+            "blob_sequence",
+        ),
+    )
+    if probe:
+        buffer = io.BytesIO()
+        np.savez(buffer, x=x, y=np.asarray(targets))
+        tf.summary.write(
+            PROBE_TAG,
+            tf.constant([buffer.getvalue()]),
+            metadata=_metadata(
+                "The probe's inputs x and targets y, an .npz", "blob_sequence"
+            ),
+        )
+    return True
+
+
+def read_probe(blob: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The `(x, y)` of a `probe` blob; a FormatError for anything else."""
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+            return data["x"], data["y"]
+    except (ValueError, KeyError, OSError) as error:
+        raise FormatError("probe", "an .npz with x and y", str(error)) from None
+
+
+def read_model(blob: bytes):
+    """The Keras model of a `model` blob (a `.keras` file)."""
+    import tempfile
+
+    import keras
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "model.keras")
+        with open(path, "wb") as f:
+            f.write(blob)
+        try:
+            with warnings.catch_warnings():
+                # The optimizer's state is not used here (nor always saved).
+                warnings.filterwarnings("ignore", "Skipping variable loading")
+                return keras.saving.load_model(path)
+        except Exception as error:  # noqa: BLE001 (whatever a bad file raises)
+            raise FormatError("model", "a .keras file", type(error).__name__) from None
 
 
 def write_removals(layer: str, changes) -> None:

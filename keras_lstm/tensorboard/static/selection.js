@@ -51,12 +51,16 @@ export function buildSelection() {
   ui.selectedUnits = el("div", { id: "selected-units" });
   ui.ablateCode = el("code", { id: "ablate-code" });
   ui.copyAblate = el("button", { type: "button", id: "copy-ablate", text: "Copy" });
+  ui.removeUnits = el("button", { type: "button", id: "remove-units", text: "Remove them here" });
+  ui.removal = el("p", { class: "note", id: "removal-result" });
   ui.ablate = el(
     "div",
     { id: "ablate" },
     el("span", { class: "note", text: "Remove them and measure: " }),
     ui.ablateCode,
     ui.copyAblate,
+    ui.removeUnits,
+    ui.removal,
   );
   ui.ablate.hidden = true;
   ui.matchesRule = el("p", { class: "rule", id: "matches-rule" });
@@ -122,6 +126,7 @@ function wireSelection() {
     });
   });
   ui.copyAblate.addEventListener("click", copyAblate);
+  ui.removeUnits.addEventListener("click", removeSelected);
 }
 
 function readRule() {
@@ -226,6 +231,8 @@ function drawSelection() {
   ]);
   const units = data.units.map((u) => u.unit);
   ui.ablate.hidden = !units.length;
+  ui.removal.textContent = "";
+  delete ui.removal.dataset.metrics;
   ui.ablateCode.textContent =
     `keras_lstm.ablate(model, x, y, ${JSON.stringify(p.layer)}, ` +
     `[${units.join(", ")}], state="hidden")`;
@@ -301,6 +308,34 @@ function drawMatches(data) {
     data.matches.map((m) => [m.sequence, m.start, m.stop]),
   );
   ui.matches.dataset.total = String(data.total);
+}
+
+/** The probe's loss with the selected units removed, at this epoch: the model
+ * and probe the run logged with its targets, evaluated by the plugin. */
+async function removeSelected() {
+  const units = state.selected?.units.map((u) => u.unit) ?? [];
+  if (!units.length) return;
+  const params = { ...baseParams(), step: currentStep(), units: units.join(","), state: "hidden" };
+  ui.removal.textContent = "Removing…";
+  try {
+    const data = await getJSON("remove", params);
+    const m = data.metrics;
+    const parts = [
+      `loss ${fmt(m.intact_loss)} → ${fmt(m.loss)} (${m.loss_change >= 0 ? "+" : ""}${fmt(m.loss_change)})`,
+    ];
+    for (const [name, value] of Object.entries(m)) {
+      if (name.startsWith("intact_") && name !== "intact_loss") {
+        const metric = name.slice("intact_".length);
+        parts.push(`${metric} ${fmt(value)} → ${fmt(m[metric])}`);
+      }
+    }
+    ui.removal.textContent =
+      `Epoch ${data.step}, ${data.sequences} probe sequences, ${units.length} units' h_t held at 0: ` +
+      parts.join("; ");
+    ui.removal.dataset.metrics = JSON.stringify(m);
+  } catch (error) {
+    ui.removal.textContent = String(error.message || error);
+  }
 }
 
 async function copyAblate() {
