@@ -17,6 +17,7 @@ import numpy as np
 from keras_lstm._checks import ArgumentError
 from keras_lstm.cell import GATES
 from keras_lstm.gates import LEFT_SATURATED, RIGHT_SATURATED, SIGMOID_GATES
+from keras_lstm.hypotheses import DEFAULT_THRESHOLD
 
 SYMBOLS = {
     "input_gate": "i",
@@ -36,6 +37,9 @@ DESCRIPTIONS = {
 }
 # The gate the page opens on.
 DEFAULT_GATE = "cell_state"
+# What a hypothesis is selected on by default: the hidden state, at LSTMVis's
+# threshold (`keras_lstm.hypotheses`).
+HYPOTHESIS_GATE = "hidden_state"
 
 # Colour maps as RGB anchors spread evenly over a scale, interpolated linearly:
 # viridis for the sigmoid gates (0 closed ... 1 open, perceptually even), and
@@ -194,6 +198,7 @@ def constants() -> dict:
             for gate in GATES
         ],
         "default_gate": DEFAULT_GATE,
+        "hypothesis": {"gate": HYPOTHESIS_GATE, "threshold": DEFAULT_THRESHOLD},
         "left_saturated": LEFT_SATURATED,
         "right_saturated": RIGHT_SATURATED,
         "colour_maps": {

@@ -62,6 +62,8 @@ export async function render() {
   }
   usePalette(constants);
   state.gate = palette.defaultGate;
+  state.rule.gate = palette.hypothesisGate;
+  state.rule.threshold = palette.hypothesisThreshold;
   buildPage();
   wire();
   ui.gate.value = state.gate;

@@ -8,6 +8,8 @@ export const palette = {
   gates: [],
   sigmoidGates: [],
   defaultGate: null,
+  hypothesisGate: null,
+  hypothesisThreshold: null,
   symbol: {},
   meaning: {},
   // Each sigmoid gate's own colour, as [r, g, b].
@@ -31,6 +33,8 @@ export function usePalette(constants) {
   palette.gates = constants.gates.map((g) => g.name);
   palette.sigmoidGates = constants.gates.filter((g) => g.sigmoid).map((g) => g.name);
   palette.defaultGate = constants.default_gate;
+  palette.hypothesisGate = constants.hypothesis.gate;
+  palette.hypothesisThreshold = constants.hypothesis.threshold;
   for (const gate of constants.gates) {
     palette.symbol[gate.name] = gate.symbol;
     palette.meaning[gate.name] = gate.description;

@@ -32,7 +32,8 @@ export const state = {
   // `{sequence, start, stop}`, null for none; the rule's options; the
   // `select` answer; whether the heatmap shows only the selected units.
   selection: null,
-  rule: { gate: "hidden_state", threshold: 0.3, offAround: false, minLength: 1, minOn: null },
+  // From the constants route: keras_lstm/tensorboard/palette.py.
+  rule: { gate: null, threshold: null, offAround: false, minLength: 1, minOn: null },
   selected: null,
   onlySelected: false,
   // A drag in progress over the heatmap: `{t0, t1, unit}`.
