@@ -434,13 +434,7 @@ class GatesPlugin(base_plugin.TBPlugin):
         run = _text_arg(request, "run")
         ctx, eid = _request_context(request)
         steps = self._run_steps(ctx, eid, run)
-        number = _int_arg(request, "step", None)
-        if number not in steps:
-            raise BadRequest(
-                f"Received an invalid value for argument `step`: expected one of "
-                f"the steps of run {run!r} ({', '.join(map(str, steps))}), "
-                f"got {number}"
-            )
+        number = _step_arg(request, steps, f"run {run!r}")
         data = self._read_all(
             self._provider.read_tensors, ctx, eid, [run], [TRACKS_TAG]
         )
@@ -557,13 +551,7 @@ class GatesPlugin(base_plugin.TBPlugin):
         run, layer = self._run_layer(request)
         ctx, eid = _request_context(request)
         blobs = self._blobs(ctx, eid, run, layer)
-        number = _int_arg(request, "step", None)
-        if number not in blobs:
-            raise BadRequest(
-                f"Received an invalid value for argument `step`: expected one of "
-                f"the steps of layer {layer!r} in run {run!r} "
-                f"({', '.join(map(str, sorted(blobs)))}), got {number}"
-            )
+        number = _step_arg(request, blobs, f"layer {layer!r} in run {run!r}")
         masks = self._series(ctx, eid, run, f"{layer}/{MASK_TAG}")
         return self._checked_step(eid, run, layer, blobs[number], masks)
 
@@ -861,6 +849,18 @@ def _int_arg(request, name: str, stop: int | None) -> int:
             f"{expected}, got {text!r}"
         )
     return value
+
+
+def _step_arg(request, steps, of: str) -> int:
+    """The `step` argument, one of `steps` (those of `of`, e.g. "run 'a'")."""
+    number = _int_arg(request, "step", None)
+    if number not in steps:
+        raise BadRequest(
+            f"Received an invalid value for argument `step`: expected one of "
+            f"the steps of {of} ({', '.join(map(str, sorted(steps)))}), "
+            f"got {number}"
+        )
+    return number
 
 
 def _float_arg(request, name: str, default: float) -> float:
