@@ -341,12 +341,13 @@ def unpack_gates(record: GateRecord, go_backwards: bool = False) -> dict:
     in reading order; before the first real step, `cell_state` and
     `hidden_state` hold the initial states and the gates zeros.
     """
-    packed = np.swapaxes(_as_numpy(record.packed), 0, 1)
-    # packed: (batch, time, 6*units), reading order.
-    batch, time = packed.shape[:2]
+    # Each part: (batch, time, k*units), reading order; views, no copy.
+    parts = [np.swapaxes(_as_numpy(part), 0, 1) for part in record.parts]
+    batch, time = parts[0].shape[:2]
     if record.mask is None:
         mask = np.ones((batch, time), dtype=bool)
     else:
+        packed = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
         mask = np.swapaxes(keras.ops.convert_to_numpy(record.mask), 0, 1).astype(bool)
         steps = np.arange(time)
         last_real = np.maximum.accumulate(np.where(mask, steps, -1), axis=1)
@@ -354,10 +355,16 @@ def unpack_gates(record: GateRecord, go_backwards: bool = False) -> dict:
         h0, c0 = (keras.ops.convert_to_numpy(s) for s in record.initial_state)
         gates_before = np.zeros((batch, 4 * h0.shape[-1]), packed.dtype)
         before = np.concatenate([gates_before, c0, h0], axis=-1)[:, None]
-        packed = np.where((last_real < 0)[..., None], before, packed)
+        parts = [np.where((last_real < 0)[..., None], before, packed)]
     if go_backwards:
-        packed, mask = packed[:, ::-1], mask[:, ::-1]
-    gates = dict(zip(GATES, np.split(packed, len(GATES), axis=-1), strict=True))
+        parts, mask = [part[:, ::-1] for part in parts], mask[:, ::-1]
+    units = sum(part.shape[-1] for part in parts) // len(GATES)
+    values = [
+        piece
+        for part in parts
+        for piece in np.split(part, part.shape[-1] // units, axis=-1)
+    ]
+    gates = dict(zip(GATES, values, strict=True))
     gates["mask"] = mask
     return gates
 

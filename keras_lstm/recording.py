@@ -35,19 +35,29 @@ class GateRecord(NamedTuple):
     """What one call of an LSTM layer computed in one of its cells.
 
     Attributes:
-        packed: (time, batch, 6*units), each step's values side by side in
-            `GATES` order (`keras_lstm.cell.pack_gates`), in reading order (from
-            the last input step under `go_backwards`). At masked steps the
-            values are unspecified.
+        parts: Tensors (time, batch, k*units) whose values, side by side, are
+            each step's six values in `GATES` order (`packed`): one tensor, or
+            one per gate where the loop writes each gate out on its own, which
+            saves a concatenation at every step. In reading order (from the
+            last input step under `go_backwards`). At masked steps the values
+            are unspecified.
         mask: (time, batch) booleans in reading order, or None.
         initial_state: `(h_0, c_0)`, each (batch, units).
 
     `keras_lstm.gates.unpack_gates` turns one into arrays in input order.
     """
 
-    packed: Any
+    parts: tuple
     mask: Any
     initial_state: tuple
+
+    @property
+    def packed(self):
+        """(time, batch, 6*units): the parts side by side
+        (`keras_lstm.cell.pack_gates`)."""
+        if len(self.parts) == 1:
+            return self.parts[0]
+        return ops.concatenate(list(self.parts), axis=-1)
 
 
 def lstm_cells(layer) -> tuple | None:
@@ -211,7 +221,7 @@ def _record(layer, cells, inner_loop, sequences, initial_state, mask, training):
     outputs = ops.cast(result[1], x.dtype)  # (batch, time, units), reading order
     packed = _gates_from_outputs(_equations(cells[0]), x, outputs, h0, c0, mask)
     time_mask = None if mask is None else ops.transpose(mask)
-    return result, (GateRecord(packed, time_mask, (h0, c0)),)
+    return result, (GateRecord((packed,), time_mask, (h0, c0)),)
 
 
 def _route(layer, cells, mask, training) -> str:
@@ -299,7 +309,7 @@ def _torch_gate_loop(layer, cell, sequences, states):
         layer, packed[..., 5 * n :].transpose(0, 1), None
     )
     result = (last_output, outputs, [h, c])
-    return result, (GateRecord(packed, None, (h0, c0)),)
+    return result, (GateRecord((packed,), None, (h0, c0)),)
 
 
 def _twin(cell) -> LSTMCell:
@@ -354,7 +364,7 @@ def _compiled_gate_loop(layer, cell, sequences, states, mask):
     c_last = packed[-1, :, 4 * units : 5 * units]
     time_mask = None if mask is None else tf.transpose(mask)
     result = (last_output, outputs, [h_last, c_last])
-    return result, (GateRecord(packed, time_mask, (h0, c0)),)
+    return result, (GateRecord((packed,), time_mask, (h0, c0)),)
 
 
 def _reading_order(layer, cell, sequences, mask):
@@ -493,18 +503,16 @@ def _gate_loop(layer, cells, sequences, states, mask, training):
     if hoisted:
         xs = ops.matmul(xs, first.kernel)  # (time, batch, 4*units)
     keep = None if mask is None else ops.transpose(mask)[..., None]
-    widths = [6 * cell.units for cell in cells]
 
-    # The carry is the previous step's packed values, so that `keras.ops.scan`
-    # returns the same structure it carries (its TensorFlow version needs that).
+    # The carry is the previous step's gates, one `StepGates` per cell, so that
+    # `keras.ops.scan` returns the structure it carries (its TensorFlow version
+    # returns no more). Each gate is its own output of the scan: no
+    # concatenation at each step.
     def step(previous, inputs):
         x_t, keep_t = inputs if keep is not None else (inputs, None)
-        packed = []
-        pairs = zip(cells, _split(previous, widths), strict=True)
-        for k, (cell, carry) in enumerate(pairs):
-            units = cell.units
-            c_prev = carry[:, 4 * units : 5 * units]
-            h_prev = carry[:, 5 * units :]
+        new = []
+        for k, (cell, carry) in enumerate(zip(cells, previous, strict=True)):
+            c_prev, h_prev = carry.cell_state, carry.hidden_state
             if k == 0 and hoisted:
                 u_x, w_h = x_t, _projections(cell, None, h_prev, training)[1]
             else:
@@ -515,30 +523,22 @@ def _gate_loop(layer, cells, sequences, states, mask, training):
             if keep_t is not None:
                 c = ops.where(keep_t, c, c_prev)
                 h = ops.where(keep_t, h, h_prev)
-            packed.append(pack_gates(gates._replace(cell_state=c, hidden_state=h)))
+            new.append(StepGates(*gates[:4], c, h))
             x_t = h  # the next cell of a stack reads this one's h_t
-        packed = packed[0] if len(packed) == 1 else ops.concatenate(packed, axis=-1)
-        return packed, packed
+        return new, new
 
-    start = []
-    for h0, c0 in states:
-        start += [ops.zeros_like(h0)] * 4 + [c0, h0]
-    start = ops.concatenate(start, axis=-1)
-    last, packed = ops.scan(step, start, xs if keep is None else (xs, keep))
+    start = [StepGates(*[ops.zeros_like(h0)] * 4, c0, h0) for h0, c0 in states]
+    last, values = ops.scan(step, start, xs if keep is None else (xs, keep))
     time_mask = None if mask is None else ops.transpose(mask)
-    records, new_states = [], []
-    per_cell = _split(packed, widths)
-    last_per_cell = _split(last, widths)
-    for cell, state, values, final in zip(
-        cells, states, per_cell, last_per_cell, strict=True
-    ):
-        units = cell.units
-        records.append(GateRecord(values, time_mask, tuple(state)))
-        new_states.append([final[:, 5 * units :], final[:, 4 * units : 5 * units]])
-    h_sequence = ops.transpose(per_cell[-1][..., 5 * cells[-1].units :], (1, 0, 2))
+    records = tuple(
+        GateRecord(tuple(gates), time_mask, tuple(state))
+        for gates, state in zip(values, states, strict=True)
+    )
+    new_states = [[final.hidden_state, final.cell_state] for final in last]
+    h_sequence = ops.transpose(values[-1].hidden_state, (1, 0, 2))
     outputs, last_output = _as_outputs(layer, h_sequence, mask)
     new_states = new_states if stacked else new_states[0]
-    return (last_output, outputs, new_states), tuple(records)
+    return (last_output, outputs, new_states), records
 
 
 def _as_outputs(layer, h_sequence, mask):
@@ -559,17 +559,6 @@ def _as_outputs(layer, h_sequence, mask):
     if layer.zero_output_for_mask:
         h_sequence = ops.where(mask[..., None], h_sequence, zeros)
     return h_sequence, last_output
-
-
-def _split(a, widths):
-    """`a`'s last axis cut into pieces of `widths`."""
-    if len(widths) == 1:
-        return [a]
-    points, total = [], 0
-    for width in widths[:-1]:
-        total += width
-        points.append(total)
-    return ops.split(a, points, axis=-1)
 
 
 def _projections(cell, x_t, h_prev, training):
