@@ -271,10 +271,11 @@ def _grad_enabled() -> bool:
 
 def _torch_gate_loop(layer, cell, sequences, states):
     """The standard equations' loop in PyTorch ops, each step's gates written
-    straight into the record: on a CPU about as fast as `torch._VF.lstm`,
-    which keeps only h (`benchmarks/gates_cost.py`). What `keras.layers.RNN`
-    would compute, and the cell's `GateRecord`. No mask, no autograd (the ops
-    write into slices of one tensor)."""
+    straight into the record: the fastest way found to keep them with
+    PyTorch's operations, slower than `torch._VF.lstm`, which keeps only h and
+    fuses each step's elementwise work (`benchmarks/gates_cost.py`). Returns
+    what `keras.layers.RNN` would compute, and the cell's `GateRecord`. No
+    mask, no autograd (the ops write into slices of the record's tensors)."""
     import torch
 
     x, _ = _reading_order(layer, cell, sequences, None)
@@ -291,25 +292,28 @@ def _torch_gate_loop(layer, cell, sequences, states):
     u_x = torch.matmul(x.transpose(0, 1), kernel)  # (time, batch, 4*units)
     if cell.use_bias:
         u_x += in_gates_order(cell.bias)
-    packed = torch.empty((*u_x.shape[:2], 6 * n), dtype=dtype, device=u_x.device)
-    for t in range(u_x.shape[0]):
-        out = packed[t]  # i, f, o, g, c, h
-        z = out[:, : 4 * n]
+    time, batch = u_x.shape[:2]
+
+    def empty(width):
+        return torch.empty((time, batch, width), dtype=dtype, device=u_x.device)
+
+    # The record's parts, each step written contiguously: i, f, o | g | c | h.
+    sigmoids, candidates, cells, hiddens = empty(3 * n), empty(n), empty(n), empty(n)
+    z = torch.empty((batch, 4 * n), dtype=dtype, device=u_x.device)
+    for t in range(time):
         torch.addmm(u_x[t], h, recurrent_kernel, out=z)
-        sigmoids, g = z[:, : 3 * n], z[:, 3 * n :]
-        torch.sigmoid(sigmoids, out=sigmoids)
-        torch.tanh(g, out=g)
-        c_t, h_t = out[:, 4 * n : 5 * n], out[:, 5 * n :]
-        torch.mul(z[:, n : 2 * n], c, out=c_t)
-        c_t.addcmul_(z[:, :n], g)
+        s, g, c_t, h_t = sigmoids[t], candidates[t], cells[t], hiddens[t]
+        torch.sigmoid(z[:, : 3 * n], out=s)
+        torch.tanh(z[:, 3 * n :], out=g)
+        torch.mul(s[:, n : 2 * n], c, out=c_t)
+        c_t.addcmul_(s[:, :n], g)
         torch.tanh(c_t, out=h_t)
-        h_t.mul_(z[:, 2 * n : 3 * n])
+        h_t.mul_(s[:, 2 * n :])
         h, c = h_t, c_t
-    outputs, last_output = _as_outputs(
-        layer, packed[..., 5 * n :].transpose(0, 1), None
-    )
+    outputs, last_output = _as_outputs(layer, hiddens.transpose(0, 1), None)
     result = (last_output, outputs, [h, c])
-    return result, (GateRecord((packed,), None, (h0, c0)),)
+    parts = (sigmoids, candidates, cells, hiddens)
+    return result, (GateRecord(parts, None, (h0, c0)),)
 
 
 def _twin(cell) -> LSTMCell:
