@@ -6,7 +6,9 @@ backend installed (TensorFlow, JAX, PyTorch), each backend in a fresh process
 of its own. After a warm-up call of each, `model.predict(x, batch_size=64)` and
 `gate_activations(model, x, batch_size=64)` on the same 256 sequences alternate
 `--repeats` times; the table shows the medians and their ratio, measured side
-by side in one process (machines are noisy; only the ratio means something).
+by side in one process (machines are noisy; only the ratio means something),
+of wall time and of CPU time (`time.process_time`, all the process's threads:
+less sensitive to other jobs on a shared machine, blind to parallelism).
 
     python benchmarks/gates_cost.py               # every installed backend
     python benchmarks/gates_cost.py --backends jax --repeats 7
@@ -70,19 +72,26 @@ def child(repeats):
     def gates(model):
         keras_lstm.gate_activations(model, x, batch_size=BATCH)
 
-    times = {(name, what): [] for name in models for what in ("predict", "gates")}
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+    times = {
+        (clock, name, what): []
+        for clock in clocks
+        for name in models
+        for what in ("predict", "gates")
+    }
     for model in models.values():  # warm-up: tracing and compilation
         predict(model)
         gates(model)
     for _ in range(repeats):
         for name, model in models.items():
             for what, run in (("predict", predict), ("gates", gates)):
-                start = time.perf_counter()
+                start = {clock: read() for clock, read in clocks.items()}
                 run(model)
-                times[name, what].append(time.perf_counter() - start)
+                for clock, read in clocks.items():
+                    times[clock, name, what].append(read() - start[clock])
     result = {
-        f"{name}|{what}": statistics.median(values)
-        for (name, what), values in times.items()
+        f"{clock}|{name}|{what}": statistics.median(values)
+        for (clock, name, what), values in times.items()
     }
     print(json.dumps(result))
 
@@ -102,12 +111,15 @@ def main():
         f"{BATCHES} batches; medians of {args.repeats} alternations, seconds"
     )
     print()
-    print("| backend | layer | predict | gate_activations | ratio |")
-    print("|---|---|---|---|---|")
+    print(
+        "| backend | layer | predict | gate_activations | ratio "
+        "| CPU: predict | gate_activations | ratio |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for backend in args.backends.split(","):
         module = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
         if importlib.util.find_spec(module) is None:
-            print(f"| {backend} | not installed | | | |")
+            print(f"| {backend} | not installed | | | | | | |")
             continue
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
         run = subprocess.run(
@@ -118,15 +130,16 @@ def main():
         )
         if run.returncode != 0:
             last = (run.stderr.strip().splitlines() or ["no output"])[-1]
-            print(f"| {backend} | failed: {last} | | | |")
+            print(f"| {backend} | failed: {last} | | | | | | |")
             continue
         result = json.loads(run.stdout.strip().splitlines()[-1])
         for name in ("keras_lstm.LSTM", "keras.layers.LSTM"):
-            predict, gates = result[f"{name}|predict"], result[f"{name}|gates"]
-            print(
-                f"| {backend} | {name} | {predict:.3f} | {gates:.3f} | "
-                f"{gates / predict:.2f}x |"
-            )
+            cells = []
+            for clock in ("wall", "cpu"):
+                predict = result[f"{clock}|{name}|predict"]
+                gates = result[f"{clock}|{name}|gates"]
+                cells += [f"{predict:.3f}", f"{gates:.3f}", f"{gates / predict:.2f}x"]
+            print(f"| {backend} | {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
