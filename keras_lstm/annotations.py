@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from keras_lstm import _checks
+from keras_lstm.gates import preserved_call_state
 
 # The most output numbers of a regressor that get tracks of their own.
 _MAX_NUMBERS = 4
@@ -53,9 +54,9 @@ def annotation_tracks(
             f"one target per probe sequence, {samples} on axis 0",
             f"shape {targets.shape}",
         )
-    predictions = keras.ops.convert_to_numpy(
-        model.predict(inputs, batch_size=batch_size or 32, verbose=0)
-    )
+    with preserved_call_state(model):  # as gate_activations: no state moves
+        predictions = model.predict(inputs, batch_size=batch_size or 32, verbose=0)
+    predictions = keras.ops.convert_to_numpy(predictions)
     if isinstance(predictions, (list, tuple, dict)):
         raise _checks.ArgumentError(
             "model", "a model with one output", f"{len(predictions)} outputs"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
+import warnings
 import weakref
 
 import keras
@@ -22,7 +23,9 @@ def lstm_layers(model_or_layer) -> dict[str, keras.layers.Layer]:
     `keras.layers.RNN` whose cell is a `keras_lstm.LSTMCell`, a
     `keras.layers.LSTMCell` or a `StackedRNNCells` of them (one key per cell,
     `<rnn>/<cell>`, each mapped to the RNN); other recurrent layers (GRU,
-    ConvLSTM, ...) are left out. They are found in stacked layers,
+    ConvLSTM, ...), cells subclassed with a `call` of their own, and LSTMs
+    inside a `TimeDistributed` (called once per outer step; with a warning)
+    are left out. They are found in stacked layers,
     nested models, custom layers that hold them (`<holder>/<name>`) and both
     directions of a `keras.layers.Bidirectional` (`<name>/forward`,
     `<name>/backward`). A layer reachable twice is listed once.
@@ -53,6 +56,15 @@ def _sources(model_or_layer) -> dict[str, tuple[keras.layers.Layer, int]]:
         if isinstance(layer, keras.layers.Bidirectional):
             visit(layer.forward_layer, f"{key}/forward")
             visit(layer.backward_layer, f"{key}/backward")
+            return
+        if isinstance(layer, keras.layers.TimeDistributed):
+            if _sources(layer.layer):
+                warnings.warn(
+                    f"The LSTM layers inside TimeDistributed layer '{layer.name}' "
+                    "are left out of the gates: it calls them once per outer "
+                    "step, and a recording keeps one call.",
+                    stacklevel=4,
+                )
             return
         # The sublayers Keras tracks (what `Model.layers` lists), also for a
         # custom layer, which has no public list of them.
@@ -157,7 +169,10 @@ class GateReader:
         batch_size = _checks.positive_int("batch_size", batch_size)
         samples = _checks.samples("inputs", inputs)
         target = self._target()
-        state = [(v, keras.ops.convert_to_numpy(v)) for v in _call_state(target)]
+        if not target.built:
+            # A subclassed model creates its weights in its first call: one
+            # plain call, outside any recording or compiled pass.
+            _build(target, inputs, mask, np.minimum(np.arange(batch_size), samples - 1))
         results = {}
 
         def store(start, stop, records):
@@ -169,7 +184,7 @@ class GateReader:
                 for name, values in gates.items():
                     results[key][name][start:stop] = values[: stop - start]
 
-        try:
+        with preserved_call_state(target):
             # Each batch is handed to the backend before the one before it is
             # copied out, so that an asynchronous backend (JAX) computes while
             # the copies run.
@@ -189,9 +204,6 @@ class GateReader:
                 pending = (start, stop, records)
             if pending is not None:
                 store(*pending)
-        finally:
-            for variable, value in state:
-                variable.assign(value)
         return {key: results[key] for key in self.sources if key in results}
 
     def _run(self, inputs, mask):
@@ -237,7 +249,12 @@ class GateReader:
             # `_record` shares; a partial has none, so each pass counts alone.
             record = functools.partial(GateReader._record, self)
             run = self._compiled[signature] = tf.function(record)
-        return run(inputs, mask)
+        try:
+            return run(inputs, mask)
+        except Exception:
+            # A pass that failed (to trace) is not kept for the next call.
+            self._compiled.pop(signature, None)
+            raise
 
     def _record(self, inputs, mask):
         return self._recording(self._target(), inputs, mask)
@@ -265,7 +282,7 @@ class GateReader:
             }
             for wrapper in _bidirectionals(self._target()):
                 stack.enter_context(_each_direction_alone(wrapper))
-            call(inputs, training=False, **kwargs)
+            _call_quietly(call, inputs, **kwargs)
         # A layer called more than once (shared weights) reports its first call.
         return {
             key: calls[id(layer)][0][index]
@@ -308,6 +325,44 @@ def _each_direction_alone(wrapper):
         yield
     finally:
         del wrapper._can_attempt_fused_lstm
+
+
+def _call_quietly(call, inputs, **kwargs):
+    """`call(inputs, training=False, **kwargs)`, without Keras's warning that
+    a model given a `mask` "does not support masking": the mask reaches the
+    layers that take it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not support masking")
+        return call(inputs, training=False, **kwargs)
+
+
+def _build(model_or_layer, inputs, mask, rows) -> None:
+    """Builds an unbuilt model by calling it once on the `rows` of `inputs`
+    (a batch of the size the recording runs), in inference, leaving stateful
+    layers' states as building makes them."""
+    batch, batch_mask = keras.tree.map_structure(
+        functools.partial(_take, rows=rows), (inputs, mask)
+    )
+    kwargs = {} if mask is None else {"mask": batch_mask}
+    _call_quietly(model_or_layer, batch, **kwargs)
+    for layer in model_or_layer._flatten_layers(include_self=True, recursive=True):
+        if isinstance(layer, keras.layers.RNN) and layer.stateful:
+            layer.reset_state()
+
+
+@contextlib.contextmanager
+def preserved_call_state(model_or_layer):
+    """Leaves the variables that calling the model in inference changes
+    (`_call_state`) as they were before the block."""
+    saved = [
+        (variable, keras.ops.convert_to_numpy(variable))
+        for variable in _call_state(model_or_layer)
+    ]
+    try:
+        yield
+    finally:
+        for variable, value in saved:
+            variable.assign(value)
 
 
 def _call_state(model_or_layer) -> list:

@@ -328,6 +328,28 @@ def test_writing_gates_leaves_training_unchanged(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+def test_logging_with_targets_leaves_the_models_state(tmp_path):
+    """A stateful layer's h and c and its dropout seed are what they were: the
+    tracks' forward pass, like the gates', moves nothing that training reads."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(4, TIME, FEATURES)).astype("float32")
+    y = rng.normal(size=(4, 1)).astype("float32")
+    lstm = keras.layers.LSTM(5, stateful=True, dropout=0.2, seed=1)
+    model = keras.Sequential([keras.Input((TIME, FEATURES), batch_size=4), lstm])
+    model.add(keras.layers.Dense(1))
+    model.compile("adam", "mse")
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    variables = [*lstm.states, lstm.cell.seed_generator.state]
+    before = [keras.ops.convert_to_numpy(v) for v in variables]
+    assert np.abs(before[0]).max() > 0  # the states the fit left, not zeros
+    callback = GateTensorBoard(str(tmp_path), x, targets=y)
+    callback.set_model(model)
+    callback.on_train_begin()
+    callback.on_epoch_end(0, {"loss": 1.0})
+    for value, variable in zip(before, variables, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), value)
+
+
 @pytest.mark.parametrize("freq", [0, -1, 1.5, "2", True, None])
 def test_bad_freq_raises(tmp_path, freq):
     with pytest.raises(keras_lstm.ArgumentError, match="freq") as error:

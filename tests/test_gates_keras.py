@@ -9,6 +9,7 @@ weights; a `.keras` file saved by a process that never imported keras_lstm.
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import keras
 import numpy as np
@@ -207,6 +208,74 @@ def test_other_recurrent_layers_are_left_out(rng):
     model = keras.Model(inputs, keras.layers.Concatenate()(branches))
     x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
     assert list(gate_activations(model, x)) == ["lstm"]
+
+
+class Tagger(keras.Model):
+    """A subclassed model: its layers get their weights at its first call."""
+
+    def __init__(self):
+        super().__init__()
+        self.lstm = keras.layers.LSTM(UNITS, return_sequences=True, name="lstm")
+
+    def call(self, inputs):
+        return self.lstm(inputs)
+
+
+def test_a_subclassed_model_never_called_before(rng):
+    model = Tagger()
+    x = rng.normal(size=(BATCH, TIME, FEATURES)).astype("float32")
+    gates = gate_activations(model, x, batch_size=2)
+    assert model.built
+    expected = reference_gates("standard", named_weights(model.lstm.cell), x)
+    assert_gates_equal(gates["lstm"], expected, np.ones((BATCH, TIME), bool))
+    # The model's own output, from a call outside any recording: 1e-5 of tanh's
+    # range, float32 against float32 computed another way.
+    np.testing.assert_allclose(
+        gates["lstm"]["hidden_state"], to_numpy(model(x)), rtol=0, atol=1e-5
+    )
+
+
+class DoubledInputCell(keras.layers.LSTMCell):
+    """An LSTMCell whose `call` computes something else than the equations."""
+
+    def call(self, inputs, states, training=False):
+        return super().call(inputs * 2.0, states, training=training)
+
+
+def test_cells_with_a_call_of_their_own_and_time_distributed_lstms_are_left_out(
+    rng,
+):
+    x = rng.normal(size=(BATCH, 2, TIME, FEATURES)).astype("float32")
+    inputs = keras.Input((2, TIME, FEATURES))
+    outer = keras.layers.TimeDistributed(keras.layers.LSTM(UNITS), name="outer")
+    inner = outer(inputs)  # (batch, 2, units): one LSTM call per outer step
+    own = keras.layers.RNN(DoubledInputCell(UNITS), return_sequences=True, name="own")
+    top = keras.layers.LSTM(UNITS, name="top")(own(inner))
+    model = keras.Model(inputs, top)
+    with pytest.warns(UserWarning, match="TimeDistributed layer 'outer'"):
+        gates = gate_activations(model, x)
+    assert list(gates) == ["top"]
+    own_outputs = keras.Model(inputs, own.output)(x)
+    expected = reference_gates(
+        "standard", named_weights(model.get_layer("top").cell), to_numpy(own_outputs)
+    )
+    assert_gates_equal(gates["top"], expected, np.ones((BATCH, 2), bool))
+    alone = keras.Sequential(
+        [keras.Input((TIME, FEATURES)), keras.layers.RNN(DoubledInputCell(UNITS))]
+    )
+    with pytest.raises(ValueError, match="containing LSTM layers"):
+        gate_activations(alone, x[:, 0])
+
+
+def test_a_mask_given_to_a_model_raises_no_warning(rng):
+    model = keras.Sequential(
+        [keras.Input((TIME, FEATURES)), keras.layers.LSTM(UNITS, name="lstm")]
+    )
+    x, mask = padded_sequences(rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        gates = gate_activations(model, x, mask=mask)
+    np.testing.assert_array_equal(gates["lstm"]["mask"], mask)
 
 
 SAVE_WITHOUT_KERAS_LSTM = textwrap.dedent(
