@@ -65,7 +65,8 @@ def lstm_cells(layer) -> tuple | None:
 
     `layer` must be a `keras.layers.RNN` (which `keras_lstm.LSTM` and
     `keras.layers.LSTM` are) whose cell is a `keras_lstm.LSTMCell` or a
-    `keras.layers.LSTMCell`, or a `StackedRNNCells` of them.
+    `keras.layers.LSTMCell` (not a subclass with its own `call`), or a
+    `StackedRNNCells` of them.
     """
     if not isinstance(layer, keras.layers.RNN):
         return None
@@ -74,10 +75,19 @@ def lstm_cells(layer) -> tuple | None:
         cells = cells.cells
     else:
         cells = [cells]
-    lstm = (LSTMCell, keras.layers.LSTMCell)
-    if cells and all(isinstance(cell, lstm) for cell in cells):
+    if cells and all(_runs_lstm_equations(cell) for cell in cells):
         return tuple(cells)
     return None
+
+
+def _runs_lstm_equations(cell) -> bool:
+    """Whether `cell` is a `keras_lstm.LSTMCell` or `keras.layers.LSTMCell`
+    whose step is that class's own: a subclass with a `call` of its own
+    computes something the recording cannot know, and is no LSTM here."""
+    for lstm in (LSTMCell, keras.layers.LSTMCell):
+        if isinstance(cell, lstm):
+            return type(cell).call is lstm.call
+    return False
 
 
 class _KerasEquations:
