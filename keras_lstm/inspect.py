@@ -436,11 +436,36 @@ def _missing(path: str) -> str:
 
 def _describe(path, error: BaseException) -> str:
     """`'path' (ErrorType: first sentence of the message)`, on one line."""
-    text = str(error).strip().split("\n")[0]
+    text = _first_reason(str(error))
     # Keras and TensorFlow follow the reason with advice and context.
     reason = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
     reason = f"{type(error).__name__}: {reason}" if reason else type(error).__name__
     return reason if path is None else f"{path!r} ({reason})"
+
+
+# Lines of Keras's and TensorFlow's messages that frame the reason: a trace
+# ("in user code:", "File ..."), the layer called and its arguments.
+_FRAMING = (
+    "in user code:", "Graph execution error:", "Detected at node", "File ",
+    "Exception encountered when calling", "Arguments received by", "•", "[[",
+)  # fmt: skip
+
+
+def _first_reason(message: str) -> str:
+    """The first line of `message` that says what went wrong: past the
+    framing of a traced call, without terminal colours or an error-type
+    prefix."""
+    message = re.sub(r"\x1b\[[0-9;]*m", "", message)
+    file_indent = None  # a trace's "File ..." line; its source, deeper, follows
+    for raw in message.splitlines():
+        indent = len(raw) - len(raw.lstrip())
+        line = re.sub(r"^\w+(Error|Exception): ", "", raw.strip())
+        if not line or (file_indent is not None and indent > file_indent):
+            continue
+        file_indent = indent if line.startswith("File ") else None
+        if not line.startswith(_FRAMING):
+            return line
+    return ""
 
 
 if __name__ == "__main__":

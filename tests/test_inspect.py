@@ -141,6 +141,20 @@ def files(tmp_path_factory):
     np.savez(root / "no_x.npz", inputs=x)
     np.savez(root / "short_labels.npz", x=x, labels=labels[:, :4])
     np.savez(root / "float_mask.npz", x=x, mask=mask.astype("float32"))
+    # Inputs a model refuses only when it runs: a stateful model's fixed batch
+    # size, and token ids past an embedding's vocabulary.
+    stateful = keras.Sequential(
+        [
+            keras.Input((TIME, FEATURES), batch_size=2),
+            keras.layers.LSTM(3, stateful=True),
+        ]
+    )
+    stateful.save(root / "stateful.keras")
+    embedding = keras.Sequential(
+        [keras.Input((TIME,)), keras.layers.Embedding(20, 3), keras.layers.LSTM(3)]
+    )
+    embedding.save(root / "embedding.keras")
+    np.save(root / "ids.npy", np.full((SAMPLES, TIME), 50, dtype="int32"))
     return root
 
 
@@ -305,6 +319,17 @@ BAD_COMMANDS = {
         "(5, 4)",
     ),
     "mask not bool": (["stock.keras", "--data", "float_mask.npz"], "--data", "float"),
+    # The reason, from the depths of a traced call, in the one line.
+    "stateful model, another batch size": (
+        ["stateful.keras", "--data", "x.npy"],
+        "--data",
+        "must be the same as the batch size of the initial state",
+    ),
+    "token id past the vocabulary": (
+        ["embedding.keras", "--data", "ids.npy"],
+        "--data",
+        "InvalidArgumentError: indices[0,0] = 50 is not in [0, 20)",
+    ),
     "samples 0": (
         ["stock.keras", "--data", "x.npy", "--samples", "0"],
         "--samples",
