@@ -36,9 +36,10 @@ import numpy as np
 from keras_lstm import _checks
 from keras_lstm.gates import (
     _bidirectionals,
-    _call_state,
     _each_direction_alone,
     _sources,
+    preserved_call_state,
+    restore_call_state,
 )
 
 STATES = ("hidden", "cell")
@@ -119,11 +120,8 @@ def ablation_metrics(
         keeps[k, unit_set] = 0
     samples = _checks.samples("x", x)
     forward = _forward(model, target, cell, state)
-    saved = [(v, keras.ops.convert_to_numpy(v)) for v in _call_state(model)]
-    try:
+    with preserved_call_state(model) as saved:
         predictions = _predictions(forward, x, samples, batch_size, keeps, saved)
-    finally:
-        _restore(saved)
     return [_evaluate(model, y, y_pred, sample_weight) for y_pred in predictions]
 
 
@@ -141,7 +139,7 @@ def _predictions(forward, x, samples, batch_size, keeps, saved) -> list:
         per_pass = 1
     parts = [[] for _ in keeps]  # per removal, its predictions batch by batch
     for first in range(0, len(keeps), per_pass):
-        _restore(saved)
+        restore_call_state(saved)
         which = np.minimum(np.arange(first, first + per_pass), len(keeps) - 1)
         for start in range(0, samples, batch_size):
             stop = min(start + batch_size, samples)
@@ -154,11 +152,6 @@ def _predictions(forward, x, samples, batch_size, keeps, saved) -> list:
                     keras.tree.map_structure(lambda a, r=rows_k: a[r], outputs)
                 )
     return [keras.tree.map_structure(_concatenate, *p) for p in parts]
-
-
-def _restore(saved):
-    for variable, value in saved:
-        variable.assign(value)
 
 
 def _stateful(model) -> bool:

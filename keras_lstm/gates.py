@@ -353,16 +353,22 @@ def _build(model_or_layer, inputs, mask, rows) -> None:
 @contextlib.contextmanager
 def preserved_call_state(model_or_layer):
     """Leaves the variables that calling the model in inference changes
-    (`_call_state`) as they were before the block."""
+    (`_call_state`) as they were before the block. Yields them with their
+    values, `[(variable, value)]`, for `restore_call_state` inside it."""
     saved = [
         (variable, keras.ops.convert_to_numpy(variable))
         for variable in _call_state(model_or_layer)
     ]
     try:
-        yield
+        yield saved
     finally:
-        for variable, value in saved:
-            variable.assign(value)
+        restore_call_state(saved)
+
+
+def restore_call_state(saved) -> None:
+    """Assigns each variable of `preserved_call_state`'s list its value."""
+    for variable, value in saved:
+        variable.assign(value)
 
 
 def _call_state(model_or_layer) -> list:

@@ -911,8 +911,6 @@ def screenshot(
     """Screenshots the tab of `logdir` on a real TensorBoard server."""
     import tempfile
 
-    from PIL import Image
-
     with tempfile.TemporaryDirectory() as scratch:
         with tensorboard_server(logdir, scratch) as url, chromium(*size) as d:
             from_page, from_frame = open_tab(d, url)
@@ -936,19 +934,29 @@ def screenshot(
                 ).click()
             wait_for(d, SETTLED, "every part of the page to show the choices")
             d.execute_script("document.activeElement.blur()")
-            content = d.execute_script(
-                "return document.querySelector('main').getBoundingClientRect().bottom"
-            )
-            time.sleep(0.5)
-            d.switch_to.default_content()
-            frame = d.find_element("css selector", f'iframe[src*="name={PLUGIN}"]')
-            bottom = round(frame.location["y"] + content + 4)
-            d.save_screenshot(str(out))
-    # Down to the page's end: the window is taller than the page, not to cut it.
+            # Down to the page's end: the window is taller than the page, not
+            # to cut it.
+            save_tab_screenshot(d, out, "main", margin=4)
+    return from_page, from_frame
+
+
+def save_tab_screenshot(d, out, selector, margin):
+    """Saves a PNG of the window at `out`, cut `margin` pixels below the
+    bottom of `selector` in the tab's frame."""
+    from PIL import Image
+
+    content = d.execute_script(
+        "return document.querySelector(arguments[0]).getBoundingClientRect().bottom",
+        selector,
+    )
+    time.sleep(0.5)
+    d.switch_to.default_content()
+    frame = d.find_element("css selector", f'iframe[src*="name={PLUGIN}"]')
+    bottom = round(frame.location["y"] + content + margin)
+    d.save_screenshot(str(out))
     image = Image.open(out).convert("RGB")
     image = image.crop((0, 0, image.width, min(image.height, bottom)))
     image.save(out, optimize=True)
-    return from_page, from_frame
 
 
 def main(argv=None):

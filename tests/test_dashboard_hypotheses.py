@@ -20,7 +20,6 @@ import argparse
 import glob
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ from test_dashboard_browser import (  # noqa: E402
     chromium,
     needs_browser,
     open_tab,
+    save_tab_screenshot,
     severe_console_errors,
     shown_heatmap,
     tensorboard_server,
@@ -443,19 +443,29 @@ def shown_hypothesis(driver, key):
     return units, [tuple(m) for m in json.loads(matches or "[]")]
 
 
-def test_a_dragged_selection_lists_the_units_and_matches_of_the_rule(page, logdir):
-    url, driver = page
-    open_tab(driver, url)
-    h, mask = logged_gate(logdir, "a", "hidden_state")
-    threshold = 0.2
+def drag_a_good_selection(driver, logdir, run, threshold, backwards=False):
+    """Drags over a range of h of `run` where some units stay on (unit 1's
+    row), with `threshold`; returns h, mask, (sequence, start, stop) and what
+    the tab shows (`shown_hypothesis`)."""
+    h, mask = logged_gate(logdir, run, "hidden_state")
     sequence, start, stop = a_good_selection(h, mask, threshold)
     choose(driver, "sequence-select", sequence)
     shown_heatmap(driver, sequence=sequence, units=UNITS)
     set_input(driver, "rule-threshold", str(threshold))
-    # Dragged right to left: the range is the same.
-    drag_over_steps(driver, stop, start, unit=1)
+    drag_over_steps(driver, *((stop, start) if backwards else (start, stop)), unit=1)
     key = ["hidden_state", sequence, start, stop, threshold, False]
-    units, matches = shown_hypothesis(driver, key)
+    return h, mask, (sequence, start, stop), shown_hypothesis(driver, key)
+
+
+def test_a_dragged_selection_lists_the_units_and_matches_of_the_rule(page, logdir):
+    url, driver = page
+    open_tab(driver, url)
+    threshold = 0.2
+    # Dragged right to left: the range is the same.
+    h, mask, (sequence, start, stop), (units, matches) = drag_a_good_selection(
+        driver, logdir, "a", threshold, backwards=True
+    )
+    key = ["hidden_state", sequence, start, stop, threshold, False]
     expected = numpy_selection(
         h[sequence], mask[sequence], start, stop, threshold, False
     )
@@ -619,8 +629,6 @@ def screenshot(logdir, out, run, sequence, start, stop, threshold, compare, size
     with `compare`, that run side by side)."""
     import tempfile
 
-    from PIL import Image
-
     with tempfile.TemporaryDirectory() as scratch:
         with tensorboard_server(logdir, scratch) as url, chromium(*size) as d:
             poll(f"{url}{ROUTE}runs", lambda a: run in a["runs"], f"run {run}")
@@ -647,34 +655,15 @@ def screenshot(logdir, out, run, sequence, start, stop, threshold, compare, size
             title = d.find_element("css selector", "#selection-panel h2")
             ActionChains(d).move_to_element(title).perform()
             d.execute_script("document.activeElement.blur()")
-            content = d.execute_script(
-                "return document.querySelector(arguments[0]).getBoundingClientRect()"
-                ".bottom",
-                "#compare-panel" if compare else "#selection-panel",
-            )
-            time.sleep(0.5)
-            d.switch_to.default_content()
-            frame = d.find_element("css selector", f'iframe[src*="name={PLUGIN}"]')
-            bottom = round(frame.location["y"] + content + 8)
-            d.save_screenshot(str(out))
-    image = Image.open(out).convert("RGB")
-    image = image.crop((0, 0, image.width, min(image.height, bottom)))
-    image.save(out, optimize=True)
+            panel = "#compare-panel" if compare else "#selection-panel"
+            save_tab_screenshot(d, out, panel, margin=8)
 
 
 def test_the_selection_is_removed_from_the_tab(page, logdir):
     url, driver = page
     open_tab(driver, url)
     choose(driver, "run-select", "b")
-    h, mask = logged_gate(logdir, "b", "hidden_state")
-    threshold = 0.2
-    sequence, start, stop = a_good_selection(h, mask, threshold)
-    choose(driver, "sequence-select", sequence)
-    shown_heatmap(driver, sequence=sequence, units=UNITS)
-    set_input(driver, "rule-threshold", str(threshold))
-    drag_over_steps(driver, start, stop, unit=1)
-    key = ["hidden_state", sequence, start, stop, threshold, False]
-    units, _ = shown_hypothesis(driver, key)
+    *_, (units, _) = drag_a_good_selection(driver, logdir, "b", threshold=0.2)
     driver.find_element("id", "remove-units").click()
     metrics = wait_for(
         driver,
